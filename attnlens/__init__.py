@@ -1,0 +1,1 @@
+"""attnlens: explain what Transformer and Mamba models look at."""

@@ -1,0 +1,120 @@
+"""Input checks shared by every public entry point.
+
+Each helper raises ``ValueError`` for a wrong shape or value and ``TypeError`` for a wrong
+dtype, with a one-line message of the form
+"Expected `name` to be ..., but got ...". Nothing here is part of the public API.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+
+def _check_tensor(x: object, name: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got {type(x).__name__}.")
+    return x
+
+
+def _check_floating(x: Tensor, name: str) -> None:
+    _check_tensor(x, name)
+    if not x.is_floating_point():
+        raise TypeError(f"Expected `{name}` to have a floating dtype, but got {x.dtype}.")
+
+
+def _check_ndim(x: Tensor, name: str, ndims: Sequence[int], layout: str) -> None:
+    if x.ndim not in ndims:
+        raise ValueError(f"Expected `{name}` to have shape {layout}, but got {tuple(x.shape)}.")
+
+
+def _check_attention(attn: Tensor, name: str = "attn", ndims: Sequence[int] = (4, 5)) -> None:
+    """Check a stack of square attention matrices `(B, L, n, n)` or `(B, L, H, n, n)`."""
+    _check_floating(attn, name)
+    layouts = {3: "(B, n, n)", 4: "(B, L, n, n)", 5: "(B, L, H, n, n)"}
+    layout = " or ".join(layouts[d] for d in ndims)
+    _check_ndim(attn, name, ndims, layout)
+    if attn.shape[-1] != attn.shape[-2]:
+        raise ValueError(
+            f"Expected `{name}` to hold square matrices (last two sizes equal), but got shape {tuple(attn.shape)}."
+        )
+    if attn.shape[-1] == 0:
+        raise ValueError(f"Expected `{name}` to have at least one token, but got shape {tuple(attn.shape)}.")
+
+
+def _check_finite(x: Tensor, name: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"Expected `{name}` to hold only finite values, but it has NaN or infinite entries.")
+
+
+def _check_mask(mask: Tensor | None, name: str, batch: int, n: int, device: torch.device) -> Tensor:
+    """Return a boolean `(B, n)` mask; `None` means every token is valid."""
+    if mask is None:
+        return torch.ones(batch, n, dtype=torch.bool, device=device)
+    _check_tensor(mask, name)
+    if tuple(mask.shape) != (batch, n):
+        raise ValueError(f"Expected `{name}` to have shape (B, n) = ({batch}, {n}), but got {tuple(mask.shape)}.")
+    if mask.dtype != torch.bool:
+        if mask.is_floating_point() or mask.is_complex():
+            raise TypeError(f"Expected `{name}` to be a bool or integer tensor, but got {mask.dtype}.")
+        mask = mask != 0
+    if not bool(mask.any(dim=-1).all()):
+        raise ValueError(f"Expected `{name}` to mark at least one valid token per example, but some rows are empty.")
+    return mask.to(device)
+
+
+def _check_same_shape(a: Tensor, b: Tensor, names: tuple[str, str]) -> None:
+    if a.shape != b.shape:
+        raise ValueError(
+            f"Expected `{names[0]}` and `{names[1]}` to have the same shape, but got {tuple(a.shape)} and "
+            f"{tuple(b.shape)}."
+        )
+
+
+def _check_choice(value: object, name: str, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"Expected `{name}` to be one of {options}, but got {value!r}.")
+
+
+def _check_number(value: object, name: str, *, low: float | None = None, high: float | None = None,
+                  low_inclusive: bool = True, high_inclusive: bool = True, allow_inf: bool = False) -> float:
+    """Check a real scalar option and the interval it must lie in; return it as float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"Expected `{name}` to be a number, but got {type(value).__name__}.")
+    value = float(value)
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise ValueError(f"Expected `{name}` to be a finite number, but got {value}.")
+    lo_ok = low is None or (value >= low if low_inclusive else value > low)
+    hi_ok = high is None or (value <= high if high_inclusive else value < high)
+    if not (lo_ok and hi_ok):
+        left = "-inf" if low is None else f"{low:g}"
+        right = "inf" if high is None else f"{high:g}"
+        bracket = ("[" if low_inclusive else "(") + f"{left}, {right}" + ("]" if high_inclusive else ")")
+        raise ValueError(f"Expected `{name}` to lie in {bracket}, but got {value:g}.")
+    return value
+
+
+def _check_row_stochastic(attn: Tensor, mask: Tensor, name: str = "attn", atol: float = 1e-3) -> None:
+    """Check non-negative entries and rows summing to 1 over valid keys, for valid query rows.
+
+    Args:
+        attn: `(B, ..., n, n)` attention.
+        mask: `(B, n)` boolean valid-token mask.
+    """
+    _check_finite(attn, name)
+    if bool((attn < -atol).any()):
+        raise ValueError(f"Expected `{name}` to be non-negative, but got a minimum of {attn.min().item():.3g}.")
+    extra = attn.ndim - 3
+    key_mask = mask.view(mask.shape[0], *([1] * extra), 1, mask.shape[1])
+    row_valid = mask.view(mask.shape[0], *([1] * extra), mask.shape[1])
+    sums = (attn * key_mask).sum(dim=-1)
+    err = ((sums - 1).abs() * row_valid).amax()
+    if bool(err > atol):
+        raise ValueError(
+            f"Expected the rows of `{name}` to sum to 1 over valid keys, but a row is off by {err.item():.3g}."
+        )

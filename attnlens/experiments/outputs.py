@@ -1,0 +1,57 @@
+"""Writing a study's results: JSON, CSV, markdown table and plot, all or nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _clean(value: object) -> object:
+    """JSON-safe copy: NaN/inf become None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(document: dict, path: Path) -> None:
+    path.write_text(json.dumps(_clean(document), indent=2) + "\n", encoding="utf-8")
+
+
+def write_csv(header: list[str], rows: list[list[object]], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_atomically(out_dir: str | Path, fill: Callable[[Path], None]) -> Path:
+    """Let `fill` write into a temporary folder beside `out_dir`, then move it into place.
+
+    Nothing half-written is left behind: on any error the temporary folder is removed.
+
+    Raises:
+        ValueError: when `out_dir` exists and is not an empty folder.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ValueError(f"Expected `out` to be a new or empty folder, but {out_dir} already holds files.")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        fill(staging)
+        if out_dir.exists():
+            out_dir.rmdir()
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir

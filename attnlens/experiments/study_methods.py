@@ -1,0 +1,158 @@
+"""The table of propagation methods an experiment can run, and the expansion of their options.
+
+Each entry turns a batch of attention `(B, L, H, n, n)` plus `mask (B, n)` into per-layer joint
+attention `(B, L, n, n)` (and, for selective variants, which layers were composed). Names carry
+their option: ``selective@<threshold>``, ``diffusion@<alpha>``, ``diffused_rollout@<alpha>``,
+``diffused_selective@<alpha>:<threshold>``, with the numbers exactly as written by the user.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from attnlens.methods import fuse_heads, raw_attention, rollout, selective_rollout
+
+METHOD_FAMILIES = ("raw", "rollout", "selective", "flow", "diffusion", "diffused_rollout", "diffused_selective")
+ComputeFn = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor | None]"]
+
+
+@dataclass(frozen=True)
+class StudyMethod:
+    """One runnable method: its display name, family, and the function computing joint attention."""
+
+    name: str
+    family: str
+    compute: ComputeFn
+    uses_threshold: bool = False
+
+
+def parse_numbers(text: str | Sequence[str], name: str, *, low: float, high: float | None = None,
+                  high_inclusive: bool = True, allow_inf: bool = False) -> list[str]:
+    """Split a comma list like ``"0.5,1,2"`` and check each is a number in range; keep the spelling.
+
+    Raises:
+        ValueError: naming `name` and the offending entry.
+    """
+    items = [t.strip() for t in text.split(",")] if isinstance(text, str) else [str(t).strip() for t in text]
+    if not items or any(not t for t in items):
+        raise ValueError(f"Expected `{name}` to be a comma-separated list of numbers, but got {text!r}.")
+    for item in items:
+        try:
+            value = float(item)
+        except ValueError:
+            raise ValueError(f"Expected every entry of `{name}` to be a number, but got {item!r}.") from None
+        bad_high = high is not None and (value > high if high_inclusive else value >= high)
+        if math.isnan(value) or (math.isinf(value) and not allow_inf) or value < low or bad_high:
+            bound = "" if high is None else (f", {high:g}]" if high_inclusive else f", {high:g})")
+            interval = f"[{low:g}{bound or ', inf)'}"
+            raise ValueError(f"Expected every entry of `{name}` to lie in {interval}, but got {item!r}.")
+    if len(set(items)) != len(items):
+        raise ValueError(f"Expected the entries of `{name}` to be distinct, but got {text!r}.")
+    return items
+
+
+def _fused(attn: Tensor, head_fusion: str) -> Tensor:
+    return fuse_heads(attn, how=head_fusion) if attn.ndim == 5 else attn
+
+
+def _diffuse(attn: Tensor, mask: Tensor, alpha: float, head_fusion: str) -> Tensor:
+    from attnlens.methods.network_diffusion import network_diffusion  # noqa: PLC0415
+
+    return network_diffusion(_fused(attn, head_fusion), alpha=alpha, mask=mask)
+
+
+def _flow(attn: Tensor, mask: Tensor, head_fusion: str, progress: Callable[[int, int], None] | None) -> Tensor:
+    from attnlens.methods.attention_flow import attention_flow  # noqa: PLC0415
+
+    return attention_flow(_fused(attn, head_fusion), mask=mask, layer=None)
+
+
+def build_study_methods(
+    methods: Sequence[str],
+    *,
+    thresholds: Sequence[str] = ("1.0",),
+    alphas: Sequence[str] = ("0.9",),
+    distance: str = "frobenius",
+    head_fusion: str = "mean",
+    residual: bool = True,
+) -> list[StudyMethod]:
+    """Expand method families into runnable methods, one per threshold and/or alpha.
+
+    Args:
+        methods: family names from :data:`METHOD_FAMILIES`.
+        thresholds: selective-rollout thresholds as written (``"0.5"``, ``"1"``).
+        alphas: diffusion strengths as written.
+        distance: selective-rollout distance (``"frobenius"`` or ``"frobenius_per_token"``).
+        head_fusion: how heads are fused before propagation.
+        residual: add the residual identity in rollout-type methods.
+
+    Raises:
+        ValueError: on an unknown or repeated family.
+    """
+    if not methods:
+        raise ValueError(f"Expected `methods` to name at least one of {', '.join(METHOD_FAMILIES)}, but got none.")
+    for family in methods:
+        if family not in METHOD_FAMILIES:
+            raise ValueError(f"Expected every entry of `methods` to be one of {', '.join(METHOD_FAMILIES)}, "
+                             f"but got {family!r}.")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"Expected the entries of `methods` to be distinct, but got {','.join(methods)}.")
+    built: list[StudyMethod] = []
+    for family in methods:
+        if family == "raw":
+            built.append(StudyMethod("raw", family, lambda a, m: (raw_attention(a, mask=m, head_fusion=head_fusion),
+                                                                   None)))
+        elif family == "rollout":
+            built.append(StudyMethod("rollout", family, lambda a, m: (
+                rollout(a, mask=m, residual=residual, head_fusion=head_fusion), None)))
+        elif family == "selective":
+            for text in thresholds:
+                built.append(StudyMethod(f"selective@{text}", family, _selective_fn(float(text), distance, head_fusion,
+                                                                                   residual), True))
+        elif family == "flow":
+            built.append(StudyMethod("flow", family, lambda a, m: (_flow(a, m, head_fusion, None), None)))
+        else:
+            for alpha_text in alphas:
+                alpha = float(alpha_text)
+                if family == "diffusion":
+                    built.append(StudyMethod(f"diffusion@{alpha_text}", family, _diffusion_fn(alpha, head_fusion)))
+                elif family == "diffused_rollout":
+                    built.append(StudyMethod(f"diffused_rollout@{alpha_text}", family,
+                                             _diffused_rollout_fn(alpha, head_fusion, residual)))
+                else:
+                    for text in thresholds:
+                        built.append(StudyMethod(
+                            f"diffused_selective@{alpha_text}:{text}", family,
+                            _diffused_selective_fn(alpha, float(text), distance, head_fusion, residual), True))
+    return built
+
+
+def _selective_fn(threshold: float, distance: str, head_fusion: str, residual: bool) -> ComputeFn:
+    def compute(attn: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        result = selective_rollout(attn, threshold=threshold, mask=mask, distance=distance, head_fusion=head_fusion,
+                                   residual=residual)
+        return result.joint, result.used
+
+    return compute
+
+
+def _diffusion_fn(alpha: float, head_fusion: str) -> ComputeFn:
+    return lambda attn, mask: (_diffuse(attn, mask, alpha, head_fusion), None)
+
+
+def _diffused_rollout_fn(alpha: float, head_fusion: str, residual: bool) -> ComputeFn:
+    return lambda attn, mask: (rollout(_diffuse(attn, mask, alpha, head_fusion), mask=mask, residual=residual), None)
+
+
+def _diffused_selective_fn(alpha: float, threshold: float, distance: str, head_fusion: str,
+                           residual: bool) -> ComputeFn:
+    def compute(attn: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        result = selective_rollout(_diffuse(attn, mask, alpha, head_fusion), threshold=threshold, mask=mask,
+                                   distance=distance, residual=residual)
+        return result.joint, result.used
+
+    return compute

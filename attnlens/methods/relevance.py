@@ -1,0 +1,66 @@
+"""Per-token relevance from a joint-attention matrix."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from attnlens._checks import _check_attention, _check_choice, _check_mask
+
+_REDUCTIONS = ("max", "cls", "mean", "last")
+
+
+def relevance(
+    joint: Tensor,
+    *,
+    mask: Tensor | None = None,
+    reduce: str = "max",
+    cls_index: int = 0,
+) -> Tensor:
+    """Reduce joint attention over its query rows to one relevance score per input token.
+
+    ``max`` takes, per input token, its largest weight over valid query rows (the thesis's
+    choice); ``cls`` reads row `cls_index` (Abnar & Zuidema 2020 read the [CLS] row); ``mean``
+    averages the valid rows; ``last`` reads each example's last valid row (causal language models).
+
+    Args:
+        joint: `(B, n, n)` or per-layer `(B, L, n, n)` joint attention (rows = queries).
+        mask: `(B, n)` valid-token mask; None means every token is valid.
+        reduce: ``"max"``, ``"cls"``, ``"mean"`` or ``"last"``.
+        cls_index: row read by ``reduce="cls"``.
+
+    Returns:
+        `(B, n)` or `(B, L, n)` relevance, zero on padding.
+
+    Raises:
+        ValueError: on a wrong shape or mask, an unknown `reduce`, or `cls_index` out of range.
+
+    Example:
+        >>> import torch
+        >>> joint = torch.tensor([[[0.6, 0.4], [0.1, 0.9]]])
+        >>> relevance(joint, reduce="max")
+        tensor([[0.6000, 0.9000]])
+        >>> relevance(joint, reduce="cls")
+        tensor([[0.6000, 0.4000]])
+    """
+    _check_attention(joint, "joint", ndims=(3, 4))
+    _check_choice(reduce, "reduce", _REDUCTIONS)
+    batch, n = joint.shape[0], joint.shape[-1]
+    mask = _check_mask(mask, "mask", batch, n, joint.device)
+    if isinstance(cls_index, bool) or not isinstance(cls_index, int) or not 0 <= cls_index < n:
+        raise ValueError(f"Expected `cls_index` to be an integer in [0, {n - 1}], but got {cls_index}.")
+    extra = joint.ndim - 3
+    key_mask = mask.view(batch, *([1] * extra), n).to(joint.dtype)
+    rows = mask.view(batch, *([1] * extra), n, 1)
+    if reduce == "max":
+        lowest = torch.finfo(joint.dtype).min
+        scores = joint.masked_fill(~rows, lowest).amax(dim=-2)
+    elif reduce == "cls":
+        scores = joint[..., cls_index, :]
+    elif reduce == "mean":
+        counts = mask.sum(dim=-1).view(batch, *([1] * extra), 1).to(joint.dtype)
+        scores = (joint * rows.to(joint.dtype)).sum(dim=-2) / counts
+    else:
+        last = (mask.sum(dim=-1) - 1).view(batch, *([1] * extra), 1, 1).expand(*joint.shape[:-2], 1, n)
+        scores = torch.gather(joint, -2, last).squeeze(-2)
+    return scores * key_mask

@@ -1,0 +1,21 @@
+"""Where attnlens keeps user files: ``$ATTNLENS_HOME`` or ``~/.cache/attnlens``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV = "ATTNLENS_HOME"
+MODEL_ENV = "ATTNLENS_MODEL"
+DEFAULT_MODEL_NAME = "minilm-sst2"
+
+
+def attnlens_home() -> Path:
+    """The attnlens cache folder: ``$ATTNLENS_HOME`` if set, else ``~/.cache/attnlens``."""
+    env = os.environ.get(HOME_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "attnlens"
+
+
+def default_model_dir() -> Path:
+    """Where `attnlens finetune` saves the default SST-2 classifier."""
+    return attnlens_home() / "models" / DEFAULT_MODEL_NAME

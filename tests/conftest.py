@@ -1,0 +1,90 @@
+"""Shared fixtures: tiny seeded models built in code, and paths to the offline shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # 2-core machines: one thread is faster and steadier when other work runs
+
+SHARED = Path(os.environ.get("ATTNLENS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+SHARED_MODEL = SHARED / "models" / "minilm-sst2"
+SHARED_DATA = SHARED / "data"
+needs_shared_model = pytest.mark.skipif(not (SHARED_MODEL / "config.json").is_file(),
+                                        reason=f"offline SST-2 classifier not found at {SHARED_MODEL}")
+needs_shared_data = pytest.mark.skipif(not (SHARED_DATA / "sst2" / "dev.tsv").is_file(),
+                                       reason=f"SST-2 TSVs not found under {SHARED_DATA}")
+
+WORDS = ["good", "bad", "great", "awful", "movie", "film", "plot", "the", "a", "is", "was", "not", "very", "fun",
+         "boring", "acting", "story", "and", "but", "."]
+
+
+def random_attention(generator: torch.Generator, *shape: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Row-stochastic random attention of `shape` (..., n, n), with some near-zero entries."""
+    logits = torch.randn(*shape, generator=generator, dtype=dtype) * 2
+    return torch.softmax(logits, dim=-1)
+
+
+def padded_attention(attn: torch.Tensor, lengths: list[int], generator: torch.Generator) -> tuple[torch.Tensor,
+                                                                                                  torch.Tensor]:
+    """Turn `(B, ..., n, n)` attention into a padded batch: example b keeps its first lengths[b]
+    tokens (rows renormalised over them), padding gets garbage that must not matter."""
+    batch, n = attn.shape[0], attn.shape[-1]
+    mask = torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
+    key = mask.view(batch, *([1] * (attn.ndim - 2)), n).to(attn.dtype)
+    valid = attn * key
+    valid = valid / valid.sum(dim=-1, keepdim=True)
+    garbage = torch.rand(attn.shape, generator=generator, dtype=attn.dtype)
+    pair = (mask[:, :, None] & mask[:, None, :]).view(batch, *([1] * (attn.ndim - 3)), n, n)
+    return torch.where(pair, valid, garbage), mask
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-tokenizer")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=64).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tiny_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded 2-layer, 2-head BertForSequenceClassification (hidden 32) saved with its tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=5 + len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=2,
+                        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    model = BertForSequenceClassification(config).eval()
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_tokenizer_dir).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_sst2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with sst2/{dev,train}.tsv of 40 sentences made of the tiny vocabulary."""
+    generator = torch.Generator().manual_seed(1)
+    folder = tmp_path_factory.mktemp("tiny-data")
+    (folder / "sst2").mkdir()
+    lines = ["label\tsentence"]
+    for index in range(40):
+        size = int(torch.randint(3, 12, (1,), generator=generator))
+        picks = torch.randint(0, len(WORDS), (size,), generator=generator).tolist()
+        lines.append(f"{index % 2}\t{' '.join(WORDS[p] for p in picks)}")
+    for split in ("dev", "train"):
+        (folder / "sst2" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    return torch.Generator().manual_seed(42)

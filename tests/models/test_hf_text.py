@@ -1,0 +1,160 @@
+"""Text adapter: Trace contract, input gradients vs finite differences, flags restored, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnlens.models import ExplainError, TextClassifierAdapter, adapter_for_config, list_adapters, reduce_saliency
+from tests.conftest import SHARED_MODEL, needs_shared_model
+
+TEXTS = ["the movie is good", "a very boring plot but great acting .", "bad"]
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_bert_dir):
+    return TextClassifierAdapter.from_pretrained(str(tiny_bert_dir))
+
+
+def test_trace_contract(adapter):
+    trace = adapter.trace(TEXTS, labels=[1, 0, 0])
+    batch, n = trace.mask.shape
+    assert trace.attentions.shape == (batch, 2, 2, n, n)
+    assert torch.isfinite(trace.attentions).all() and torch.isfinite(trace.saliency).all()
+    valid_rows = trace.attentions.sum(-1)[trace.mask[:, None, None, :].expand(-1, 2, 2, -1)]
+    torch.testing.assert_close(valid_rows, torch.ones_like(valid_rows))
+    assert (trace.attentions.sum(-2)[..., ~trace.mask[0]][0] == 0).all()
+    assert trace.saliency.shape == (batch, n) and (trace.saliency[~trace.mask] == 0).all()
+    assert [len(t) for t in trace.tokens] == trace.mask.sum(-1).tolist()
+    assert trace.tokens[0][0] == "[CLS]" and trace.tokens[0][-1] == "[SEP]"
+    assert trace.special_mask[:, 0].all()
+    torch.testing.assert_close(trace.target, trace.logits.argmax(-1))
+    assert trace.target.dtype == torch.long
+
+
+def test_flags_restored_after_success_and_failure(adapter):
+    model = adapter.model
+    model.train()
+    flags = [p.requires_grad for p in model.parameters()]
+    adapter.trace(TEXTS)
+    assert model.training and [p.requires_grad for p in model.parameters()] == flags
+    with pytest.raises(ExplainError):
+        adapter.trace(TEXTS, target=[0, 5, 1])
+    assert model.training and [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+    model.eval()
+
+
+@pytest.mark.parametrize("saliency_at", ["layer_input", "word_embeddings"])
+def test_gradients_match_finite_differences(tiny_bert_dir, saliency_at):
+    adapter = TextClassifierAdapter.from_pretrained(str(tiny_bert_dir))
+    adapter.model.double()
+    text = ["the plot was not fun"]
+    trace = adapter.trace(text, target=1, saliency="l2", saliency_at=saliency_at)
+    encoded = adapter.tokenize(text)
+    model = adapter.model
+    delta = {"value": None}
+
+    def shift(module, args, output):  # adds a perturbation to the layer input (embedding block output)
+        return output + delta["value"] if delta["value"] is not None else output
+
+    with torch.no_grad():
+        words = model.get_input_embeddings()(encoded["input_ids"])
+        shape = words.shape
+
+        def logit(perturbation):
+            if saliency_at == "word_embeddings":
+                out = model(inputs_embeds=words + perturbation, attention_mask=encoded["attention_mask"])
+                return out.logits[0, 1]
+            delta["value"] = perturbation
+            handle = model.bert.embeddings.register_forward_hook(shift)
+            try:
+                return model(inputs_embeds=words, attention_mask=encoded["attention_mask"]).logits[0, 1]
+            finally:
+                handle.remove()
+                delta["value"] = None
+
+        eps = 1e-6
+        grad = torch.zeros(shape, dtype=torch.float64)
+        for token in range(shape[1]):
+            for dim in range(shape[2]):
+                step = torch.zeros(shape, dtype=torch.float64)
+                step[0, token, dim] = eps
+                grad[0, token, dim] = (logit(step) - logit(-step)) / (2 * eps)
+    torch.testing.assert_close(trace.saliency, grad.norm(dim=-1), atol=1e-6, rtol=1e-5)
+
+
+def test_sum_abs_at_word_embeddings_is_annihilated_by_layernorm(tiny_bert_dir):
+    adapter = TextClassifierAdapter.from_pretrained(str(tiny_bert_dir))
+    adapter.model.double()
+    words = adapter.trace(["the plot was not fun"], saliency="sum_abs", saliency_at="word_embeddings").saliency
+    layer = adapter.trace(["the plot was not fun"], saliency="sum_abs", saliency_at="layer_input").saliency
+    assert words.max() < 1e-12 < layer.max()
+
+
+def test_reduce_saliency_by_hand():
+    grad = torch.tensor([[[1.0, -3.0], [2.0, 2.0]]])
+    emb = torch.tensor([[[2.0, 1.0], [1.0, -1.0]]])
+    mask = torch.tensor([[True, False]])
+    torch.testing.assert_close(reduce_saliency(grad, emb, mask, "sum_abs"), torch.tensor([[2.0, 0.0]]))
+    torch.testing.assert_close(reduce_saliency(grad, emb, mask, "l2"), torch.tensor([[10.0 ** 0.5, 0.0]]))
+    torch.testing.assert_close(reduce_saliency(grad, emb, mask, "grad_x_input"), torch.tensor([[1.0, 0.0]]))
+
+
+def test_truncation_warns_naming_the_example(tiny_bert_dir):
+    adapter = TextClassifierAdapter(TextClassifierAdapter.from_pretrained(str(tiny_bert_dir)).model,
+                                    TextClassifierAdapter.from_pretrained(str(tiny_bert_dir)).tokenizer, max_length=6)
+    with pytest.warns(UserWarning, match=r"Text 1 \('a very boring plot"):
+        trace = adapter.trace(["good", "a very boring plot but great acting ."])
+    assert trace.mask.shape[1] == 6
+
+
+@pytest.mark.parametrize(
+    ("texts", "kwargs", "match"),
+    [
+        (["good", ""], {}, "Expected every text to be a non-empty string, but text 1"),
+        (["good", "   "], {}, "text 1"),
+        ([], {}, "Expected `texts` to be a non-empty list"),
+        (["good"], {"target": "gold"}, "Expected `labels` when `target` is 'gold'"),
+        (["good"], {"target": 7}, r"Expected `target` to hold 1 class indices in \[0, 1\]"),
+        (["good"], {"labels": [0, 1]}, "Expected `labels` to have 1 entries"),
+    ],
+)
+def test_bad_input(adapter, texts, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        adapter.trace(texts, **kwargs)
+
+
+def test_bad_saliency(adapter):
+    with pytest.raises(ValueError, match="Expected `saliency` to be one of"):
+        adapter.trace(["good"], saliency="abs")
+
+
+def test_not_a_classifier(tmp_path, tiny_tokenizer_dir):
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=16)).save_pretrained(tmp_path)
+    with pytest.raises(ExplainError, match="Expected `model` to be a sequence classifier"):
+        TextClassifierAdapter.from_pretrained(str(tmp_path))
+
+
+def test_missing_model():
+    with pytest.raises(ExplainError, match="Expected `model` to be a Hugging Face model id or a local model folder"):
+        TextClassifierAdapter.from_pretrained("/nonexistent/model/folder")
+
+
+def test_registry_finds_text_adapter(tiny_bert_dir):
+    from transformers import AutoConfig
+
+    assert "text" in list_adapters()
+    assert adapter_for_config(AutoConfig.from_pretrained(tiny_bert_dir)) is TextClassifierAdapter
+
+
+@needs_shared_model
+def test_real_model_predicts_sentiment():
+    adapter = TextClassifierAdapter.from_pretrained(str(SHARED_MODEL))
+    assert next(adapter.model.parameters()).dtype == torch.float32
+    trace = adapter.trace(["a wonderful , moving film .", "a dull , lifeless mess ."], saliency=None)
+    assert trace.target.tolist() == [1, 0]
+    assert trace.attentions.shape[1:3] == (6, 12) and trace.saliency is None
