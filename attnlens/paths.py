@@ -17,5 +17,10 @@ def attnlens_home() -> Path:
 
 
 def default_model_dir() -> Path:
-    """Where `attnlens finetune` saves the default SST-2 classifier."""
+    """Where `attnlens finetune` saves the default SST-2 classifier, and where `attnlens sst2` looks for it.
+
+    Example:
+        >>> default_model_dir().parts[-2:]
+        ('models', 'minilm-sst2')
+    """
     return attnlens_home() / "models" / DEFAULT_MODEL_NAME

@@ -10,7 +10,16 @@ import torch
 
 torch.set_num_threads(1)  # 2-core machines: one thread is faster and steadier when other work runs
 
-SHARED = Path(os.environ.get("ATTNLENS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+def _find_shared() -> Path:
+    """The offline data folder: $ATTNLENS_SHARED, else `shared/` beside the checkout, else /work/shared."""
+    candidates = [os.environ.get("ATTNLENS_SHARED"), Path(__file__).resolve().parents[2] / "shared", "/work/shared"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "data").is_dir():
+            return Path(candidate)
+    return Path(__file__).resolve().parents[2] / "shared"
+
+
+SHARED = _find_shared()
 SHARED_MODEL = SHARED / "models" / "minilm-sst2"
 SHARED_DATA = SHARED / "data"
 needs_shared_model = pytest.mark.skipif(not (SHARED_MODEL / "config.json").is_file(),

