@@ -20,7 +20,7 @@ from attnlens.datasets.sst2 import load_sst2
 from attnlens.experiments.study_methods import METHOD_FAMILIES, StudyMethod, build_study_methods, parse_numbers
 from attnlens.methods.relevance import relevance
 from attnlens.metrics.spearman import spearman
-from attnlens.metrics.summary import paired_wilcoxon, summarize_scores
+from attnlens.metrics.summary import paired_wilcoxon, summarize_score_table
 from attnlens.models.defaults import resolve_sst2_model
 from attnlens.models.hf_text import SALIENCY_POSITIONS, SALIENCY_REDUCTIONS, TextClassifierAdapter
 
@@ -222,10 +222,14 @@ def summarize_study(result: SST2StudyResult) -> dict[str, dict]:
     """Per method and layer: median, mean, std, bootstrap 95 % interval of the median, count,
     Wilcoxon p-value against rollout and the ratio of medians to rollout's (when rollout ran)."""
     baseline = result.correlations.get("rollout")
+    names = list(result.correlations)
+    table = np.concatenate([result.correlations[name].T for name in names], axis=0)  # (methods * L, N)
+    device = result.config.device if result.config.device != "cuda" or torch.cuda.is_available() else "cpu"
+    flat = summarize_score_table(table, seed=result.config.seed, device=device)
     summaries: dict[str, dict] = {}
-    for name, values in result.correlations.items():
-        layer_summaries = [summarize_scores(values[:, layer], seed=result.config.seed)
-                           for layer in range(result.num_layers)]
+    for index, name in enumerate(names):
+        values = result.correlations[name]
+        layer_summaries = flat[index * result.num_layers:(index + 1) * result.num_layers]
         entry: dict = {
             "median": [s.median for s in layer_summaries],
             "mean": [s.mean for s in layer_summaries],

@@ -157,15 +157,16 @@ class TextClassifierAdapter:
         for index, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise ExplainError(f"Expected every text to be a non-empty string, but text {index} is {text!r}.")
-        lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=False)["input_ids"]]
-        for index, length in enumerate(lengths):
-            if length > self.max_length:
-                preview = texts[index][:40] + ("…" if len(texts[index]) > 40 else "")
-                warnings.warn(
-                    f"Text {index} ({preview!r}) has {length} tokens; truncated to {self.max_length}.", stacklevel=3
-                )
-        encoded = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="pt")
+        encoded = self.tokenizer(list(texts), padding=True, truncation=False, return_tensors="pt")
+        if encoded["input_ids"].shape[1] > self.max_length:
+            lengths = encoded["attention_mask"].sum(dim=-1).tolist()
+            for index, length in enumerate(lengths):
+                if length > self.max_length:
+                    preview = texts[index][:40] + ("…" if len(texts[index]) > 40 else "")
+                    warnings.warn(f"Text {index} ({preview!r}) has {length} tokens; truncated to {self.max_length}.",
+                                  stacklevel=3)
+            encoded = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                                     return_tensors="pt")
         return {key: value.to(self.device) for key, value in encoded.items()}
 
     def trace(

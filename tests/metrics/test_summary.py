@@ -32,3 +32,30 @@ def test_wilcoxon_equals_scipy():
     a, b = rng.normal(size=50), rng.normal(size=50) + 0.3
     assert paired_wilcoxon(a, b) == pytest.approx(stats.wilcoxon(a, b).pvalue)
     assert np.isnan(paired_wilcoxon(a, a))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 60])
+def test_bootstrap_interval_equals_numpy_resampling(n):
+    import torch
+
+    from attnlens.metrics.summary import bootstrap_median_interval
+
+    scores = torch.randn(4, n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+    scores[1, : n // 2] = 0.5  # ties
+    resamples = 300
+    picks = torch.randint(0, n, (resamples, n), generator=torch.Generator().manual_seed(7)).numpy()
+    medians = np.median(scores.numpy()[:, picks], axis=-1)  # (4, R): a plain resample-and-median loop
+    expected = np.percentile(medians, [2.5, 97.5], axis=1).T
+    got = bootstrap_median_interval(scores, resamples=resamples, seed=7).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+def test_table_rows_with_nan_equal_their_finite_part():
+    from attnlens.metrics.summary import summarize_score_table
+
+    rng = np.random.default_rng(2)
+    table = rng.normal(size=(3, 50))
+    table[2, ::7] = np.nan
+    rows = summarize_score_table(table, resamples=400)
+    alone = summarize_scores(table[2][np.isfinite(table[2])], resamples=400)
+    assert rows[2] == alone and rows[0] == summarize_scores(table[0], resamples=400)
