@@ -11,7 +11,7 @@ import importlib
 import sys
 import warnings
 
-COMMANDS = ("sst2", "finetune", "explain", "attention_map")
+COMMANDS = ("sst2", "finetune", "explain", "attention_map")  # modules in attnlens/commands
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ from attnlens._checks import _check_choice
 from attnlens.datasets.sst2 import load_sst2
 from attnlens.experiments.study_methods import METHOD_FAMILIES, StudyMethod, build_study_methods, parse_numbers
 from attnlens.methods.relevance import relevance
+from attnlens.metrics.clarity import gini, normalized_entropy
 from attnlens.metrics.spearman import spearman
 from attnlens.metrics.summary import paired_wilcoxon, summarize_score_table
 from attnlens.models.defaults import resolve_sst2_model
@@ -80,6 +81,8 @@ class SST2StudyResult:
     accuracy: float
     num_layers: int
     correlations: dict[str, np.ndarray]  # method -> (N, L), NaN where undefined
+    entropy: dict[str, np.ndarray]  # method -> (N, L) normalized entropy of the relevance map
+    gini: dict[str, np.ndarray]  # method -> (N, L) Gini coefficient of the relevance map
     layers_used: dict[str, np.ndarray]  # selective method -> (N,) layers composed
     lengths: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
@@ -172,6 +175,8 @@ def run_sst2_study(
     total, layers = len(sentences), adapter.num_layers
     correlations = {m.name: np.full((total, layers), np.nan) for m in methods}
     layers_used = {m.name: np.zeros(total) for m in methods if m.uses_threshold}
+    entropy = {m.name: np.full((total, layers), np.nan) for m in methods}
+    gini_scores = {m.name: np.full((total, layers), np.nan) for m in methods}
     correct = 0
     timings = {"model": 0.0, "methods": 0.0}
     done = 0
@@ -188,29 +193,47 @@ def run_sst2_study(
         corr_mask = torch.where(corr_mask.any(dim=-1, keepdim=True), corr_mask, trace.mask)
         attn = trace.attentions
         per_method = {}
+        cache: dict = {}
         for method in methods:
-            joint, used = method.compute(attn, trace.mask)
+            joint, used = method.compute(attn, trace.mask, cache)
             scores = relevance(joint, mask=trace.mask, reduce=config.reduce)  # (B, L, n)
             batch_size, n_layers, n = scores.shape
-            rho = spearman(scores.reshape(-1, n), trace.saliency[:, None, :].expand(-1, n_layers, -1).reshape(-1, n),
-                           mask=corr_mask[:, None, :].expand(-1, n_layers, -1).reshape(-1, n))
-            per_method[method.name] = (rho.reshape(batch_size, n_layers), used)
-        index = torch.as_tensor(batch)
-        for name, (rho, used) in per_method.items():
-            correlations[name][index.numpy()] = rho.double().cpu().numpy()
+            flat_mask = corr_mask[:, None, :].expand(-1, n_layers, -1).reshape(-1, n)
+            flat_scores = scores.reshape(-1, n)
+            rho = spearman(flat_scores, trace.saliency[:, None, :].expand(-1, n_layers, -1).reshape(-1, n),
+                           mask=flat_mask)
+            clarity = _clarity(flat_scores, flat_mask)
+            per_method[method.name] = (rho.reshape(batch_size, n_layers), used,
+                                       [c.reshape(batch_size, n_layers) for c in clarity])
+        index = torch.as_tensor(batch).numpy()
+        for name, (rho, used, (ent, gin)) in per_method.items():
+            correlations[name][index] = rho.double().cpu().numpy()
+            entropy[name][index] = ent.double().cpu().numpy()
+            gini_scores[name][index] = gin.double().cpu().numpy()
             if used is not None:
-                layers_used[name][index.numpy()] = used.sum(dim=-1).double().cpu().numpy()
+                layers_used[name][index] = used.sum(dim=-1).double().cpu().numpy()
         timings["methods"] += time.perf_counter() - start
         done += len(batch)
         if progress is not None:
             progress(done, total)
     result = SST2StudyResult(config=config, model=str(model_name), n_examples=total, accuracy=correct / total,
-                             num_layers=layers, correlations=correlations, layers_used=layers_used,
+                             num_layers=layers, correlations=correlations, entropy=entropy, gini=gini_scores,
+                             layers_used=layers_used,
                              lengths=np.asarray(lengths), timings=timings)
     start = time.perf_counter()
     result.summaries = summarize_study(result)
     timings["summaries"] = time.perf_counter() - start
     return result
+
+
+def _clarity(scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalized entropy and Gini of `(M, n)` relevance maps; NaN for maps with no mass."""
+    scores = scores.clamp_min(0)
+    empty = (scores * mask).sum(dim=-1) <= 0
+    safe = torch.where(empty[:, None], torch.ones_like(scores), scores)
+    nan = torch.tensor(float("nan"), dtype=scores.dtype, device=scores.device)
+    return (torch.where(empty, nan, normalized_entropy(safe, mask=mask)),
+            torch.where(empty, nan, gini(safe, mask=mask)))
 
 
 def _sync(tensor: torch.Tensor) -> None:
@@ -236,6 +259,10 @@ def summarize_study(result: SST2StudyResult) -> dict[str, dict]:
             "std": [s.std for s in layer_summaries],
             "ci95": [list(s.ci95) for s in layer_summaries],
             "count": [s.count for s in layer_summaries],
+            "entropy_median": [float(np.nanmedian(c)) if np.isfinite(c).any() else float("nan")
+                               for c in result.entropy[name].T],
+            "gini_median": [float(np.nanmedian(c)) if np.isfinite(c).any() else float("nan")
+                            for c in result.gini[name].T],
         }
         if name in result.layers_used:
             entry["layers_used_mean"] = float(result.layers_used[name].mean())
@@ -261,7 +288,7 @@ def write_sst2_outputs(result: SST2StudyResult, out_dir: str) -> Path:
     """
     from attnlens.experiments.outputs import write_atomically, write_csv, write_json  # noqa: PLC0415
     from attnlens.viz.layer_curves import plot_layer_curves  # noqa: PLC0415
-    from attnlens.viz.tables import markdown_table, study_rows  # noqa: PLC0415
+    from attnlens.viz.tables import clarity_rows, markdown_table, study_rows  # noqa: PLC0415
 
     def fill(folder: Path) -> None:
         write_json(result.to_json(), folder / "results.json")
@@ -271,9 +298,10 @@ def write_sst2_outputs(result: SST2StudyResult, out_dir: str) -> Path:
                 rows.append([name, layer + 1, entry["median"][layer], entry["mean"][layer], entry["std"][layer],
                              entry["ci95"][layer][0], entry["ci95"][layer][1], entry["count"][layer],
                              entry.get("ratio_to_rollout", [""] * result.num_layers)[layer],
-                             entry.get("wilcoxon_p_vs_rollout", [""] * result.num_layers)[layer]])
+                             entry.get("wilcoxon_p_vs_rollout", [""] * result.num_layers)[layer],
+                             entry["entropy_median"][layer], entry["gini_median"][layer]])
         write_csv(["method", "layer", "median", "mean", "std", "ci95_low", "ci95_high", "count", "ratio_to_rollout",
-                   "wilcoxon_p_vs_rollout"], rows, folder / "results.csv")
+                   "wilcoxon_p_vs_rollout", "entropy_median", "gini_median"], rows, folder / "results.csv")
         names = list(result.correlations)
         header = ["example", "tokens"] + [f"{n}@L{layer + 1}" for n in names for layer in range(result.num_layers)]
         per_example = [[i, int(result.lengths[i])] + [result.correlations[n][i, layer] for n in names
@@ -284,7 +312,11 @@ def write_sst2_outputs(result: SST2StudyResult, out_dir: str) -> Path:
         title = (f"SST-2 {result.config.split}, {result.n_examples} sentences, model {result.model}, accuracy "
                  f"{result.accuracy:.4f}; median Spearman ρ between relevance (reduce={result.config.reduce}) and "
                  f"input-gradient saliency ({result.config.saliency} at {result.config.saliency_at}) per layer.")
-        (folder / "table.md").write_text(title + "\n\n" + markdown_table(head, table_rows), encoding="utf-8")
+        clarity_head, clarity_table = clarity_rows(result.summaries)
+        clarity = ("\nClarity of the relevance maps (median over sentences): normalized entropy (1 = uniform) and "
+                   "Gini coefficient (0 = uniform).\n\n" + markdown_table(clarity_head, clarity_table))
+        (folder / "table.md").write_text(title + "\n\n" + markdown_table(head, table_rows) + clarity,
+                                         encoding="utf-8")
         plot_layer_curves(result.summaries, folder / "layers.png", title=f"SST-2 {result.config.split}: {result.model}")
 
     return write_atomically(out_dir, fill)

@@ -1,7 +1,8 @@
 """The table of propagation methods an experiment can run, and the expansion of their options.
 
 Each entry turns a batch of attention `(B, L, H, n, n)` plus `mask (B, n)` into per-layer joint
-attention `(B, L, n, n)` (and, for selective variants, which layers were composed). Names carry
+attention `(B, L, n, n)` (and, for selective variants, which layers were composed). Entries share a
+per-batch cache, so diffusion at one alpha is computed once for all methods that use it. Names carry
 their option: ``selective@<threshold>``, ``diffusion@<alpha>``, ``diffused_rollout@<alpha>``,
 ``diffused_selective@<alpha>:<threshold>``, with the numbers exactly as written by the user.
 """
@@ -17,7 +18,7 @@ from torch import Tensor
 from attnlens.methods import fuse_heads, raw_attention, rollout, selective_rollout
 
 METHOD_FAMILIES = ("raw", "rollout", "selective", "flow", "diffusion", "diffused_rollout", "diffused_selective")
-ComputeFn = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor | None]"]
+ComputeFn = Callable[[Tensor, Tensor, dict], "tuple[Tensor, Tensor | None]"]
 
 
 @dataclass(frozen=True)
@@ -59,13 +60,16 @@ def _fused(attn: Tensor, head_fusion: str) -> Tensor:
     return fuse_heads(attn, how=head_fusion) if attn.ndim == 5 else attn
 
 
-def _diffuse(attn: Tensor, mask: Tensor, alpha: float, head_fusion: str) -> Tensor:
+def _diffuse(attn: Tensor, mask: Tensor, alpha: float, head_fusion: str, cache: dict) -> Tensor:
     from attnlens.methods.network_diffusion import network_diffusion  # noqa: PLC0415
 
-    return network_diffusion(_fused(attn, head_fusion), alpha=alpha, mask=mask)
+    key = ("diffusion", alpha, head_fusion)
+    if key not in cache:
+        cache[key] = network_diffusion(_fused(attn, head_fusion), alpha=alpha, mask=mask)
+    return cache[key]
 
 
-def _flow(attn: Tensor, mask: Tensor, head_fusion: str, progress: Callable[[int, int], None] | None) -> Tensor:
+def _flow(attn: Tensor, mask: Tensor, head_fusion: str) -> Tensor:
     from attnlens.methods.attention_flow import attention_flow  # noqa: PLC0415
 
     return attention_flow(_fused(attn, head_fusion), mask=mask, layer=None)
@@ -104,17 +108,17 @@ def build_study_methods(
     built: list[StudyMethod] = []
     for family in methods:
         if family == "raw":
-            built.append(StudyMethod("raw", family, lambda a, m: (raw_attention(a, mask=m, head_fusion=head_fusion),
-                                                                   None)))
+            built.append(StudyMethod("raw", family, lambda a, m, c: (
+                raw_attention(a, mask=m, head_fusion=head_fusion), None)))
         elif family == "rollout":
-            built.append(StudyMethod("rollout", family, lambda a, m: (
+            built.append(StudyMethod("rollout", family, lambda a, m, c: (
                 rollout(a, mask=m, residual=residual, head_fusion=head_fusion), None)))
         elif family == "selective":
             for text in thresholds:
                 built.append(StudyMethod(f"selective@{text}", family, _selective_fn(float(text), distance, head_fusion,
                                                                                    residual), True))
         elif family == "flow":
-            built.append(StudyMethod("flow", family, lambda a, m: (_flow(a, m, head_fusion, None), None)))
+            built.append(StudyMethod("flow", family, lambda a, m, c: (_flow(a, m, head_fusion), None)))
         else:
             for alpha_text in alphas:
                 alpha = float(alpha_text)
@@ -132,7 +136,7 @@ def build_study_methods(
 
 
 def _selective_fn(threshold: float, distance: str, head_fusion: str, residual: bool) -> ComputeFn:
-    def compute(attn: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def compute(attn: Tensor, mask: Tensor, cache: dict) -> tuple[Tensor, Tensor]:
         result = selective_rollout(attn, threshold=threshold, mask=mask, distance=distance, head_fusion=head_fusion,
                                    residual=residual)
         return result.joint, result.used
@@ -141,17 +145,18 @@ def _selective_fn(threshold: float, distance: str, head_fusion: str, residual: b
 
 
 def _diffusion_fn(alpha: float, head_fusion: str) -> ComputeFn:
-    return lambda attn, mask: (_diffuse(attn, mask, alpha, head_fusion), None)
+    return lambda attn, mask, cache: (_diffuse(attn, mask, alpha, head_fusion, cache), None)
 
 
 def _diffused_rollout_fn(alpha: float, head_fusion: str, residual: bool) -> ComputeFn:
-    return lambda attn, mask: (rollout(_diffuse(attn, mask, alpha, head_fusion), mask=mask, residual=residual), None)
+    return lambda attn, mask, cache: (rollout(_diffuse(attn, mask, alpha, head_fusion, cache), mask=mask,
+                                              residual=residual), None)
 
 
 def _diffused_selective_fn(alpha: float, threshold: float, distance: str, head_fusion: str,
                            residual: bool) -> ComputeFn:
-    def compute(attn: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        result = selective_rollout(_diffuse(attn, mask, alpha, head_fusion), threshold=threshold, mask=mask,
+    def compute(attn: Tensor, mask: Tensor, cache: dict) -> tuple[Tensor, Tensor]:
+        result = selective_rollout(_diffuse(attn, mask, alpha, head_fusion, cache), threshold=threshold, mask=mask,
                                    distance=distance, residual=residual)
         return result.joint, result.used
 

@@ -1,8 +1,21 @@
 """Pure, batched torch functions turning attention into joint attention or relevance."""
 
 from attnlens.methods._common import fuse_heads
+from attnlens.methods.hidden_attention import hidden_attention
+from attnlens.methods.mamba_attr import mamba_attr
+from attnlens.methods.network_diffusion import network_diffusion
 from attnlens.methods.raw_attention import raw_attention
 from attnlens.methods.relevance import relevance
 from attnlens.methods.rollout import SelectiveRollout, rollout, selective_rollout
 
-__all__ = ["SelectiveRollout", "fuse_heads", "raw_attention", "relevance", "rollout", "selective_rollout"]
+__all__ = [
+    "SelectiveRollout",
+    "fuse_heads",
+    "hidden_attention",
+    "mamba_attr",
+    "network_diffusion",
+    "raw_attention",
+    "relevance",
+    "rollout",
+    "selective_rollout",
+]

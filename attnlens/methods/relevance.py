@@ -21,7 +21,8 @@ def relevance(
 
     ``max`` takes, per input token, its largest weight over valid query rows (the thesis's
     choice); ``cls`` reads row `cls_index` (Abnar & Zuidema 2020 read the [CLS] row); ``mean``
-    averages the valid rows; ``last`` reads each example's last valid row (causal language models).
+    averages the valid rows; ``last`` reads each example's last valid row (causal language models;
+    padding may sit on either side).
 
     Args:
         joint: `(B, n, n)` or per-layer `(B, L, n, n)` joint attention (rows = queries).
@@ -61,6 +62,8 @@ def relevance(
         counts = mask.sum(dim=-1).view(batch, *([1] * extra), 1).to(joint.dtype)
         scores = (joint * rows.to(joint.dtype)).sum(dim=-2) / counts
     else:
-        last = (mask.sum(dim=-1) - 1).view(batch, *([1] * extra), 1, 1).expand(*joint.shape[:-2], 1, n)
+        positions = torch.arange(n, device=joint.device).expand(batch, n)
+        last_valid = torch.where(mask, positions, -1).amax(dim=-1)  # right or left padding alike
+        last = last_valid.view(batch, *([1] * extra), 1, 1).expand(*joint.shape[:-2], 1, n)
         scores = torch.gather(joint, -2, last).squeeze(-2)
     return scores * key_mask

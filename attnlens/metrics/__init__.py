@@ -1,6 +1,22 @@
 """Metrics comparing relevance with a reference or with the model's behaviour."""
 
+from attnlens.metrics.clarity import gini, normalized_entropy
 from attnlens.metrics.spearman import spearman
-from attnlens.metrics.summary import ScoreSummary, paired_wilcoxon, summarize_scores
+from attnlens.metrics.summary import (
+    ScoreSummary,
+    bootstrap_median_interval,
+    paired_wilcoxon,
+    summarize_score_table,
+    summarize_scores,
+)
 
-__all__ = ["ScoreSummary", "paired_wilcoxon", "spearman", "summarize_scores"]
+__all__ = [
+    "ScoreSummary",
+    "bootstrap_median_interval",
+    "gini",
+    "normalized_entropy",
+    "paired_wilcoxon",
+    "spearman",
+    "summarize_score_table",
+    "summarize_scores",
+]

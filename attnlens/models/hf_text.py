@@ -16,9 +16,9 @@ from torch import Tensor
 from attnlens._checks import _check_choice
 from attnlens.models._hooks import eval_mode, frozen_parameters
 from attnlens.models._registry import register_adapter
+from attnlens.models._saliency import SALIENCY_REDUCTIONS, reduce_saliency
 from attnlens.trace import Trace
 
-SALIENCY_REDUCTIONS = ("sum_abs", "l2", "grad_x_input")
 SALIENCY_POSITIONS = ("layer_input", "word_embeddings")
 _TEXT_MODEL_TYPES = frozenset(
     {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "albert", "camembert", "mpnet", "deberta",
@@ -28,36 +28,6 @@ _TEXT_MODEL_TYPES = frozenset(
 
 class ExplainError(ValueError):
     """A model or input that attnlens cannot explain (one-line message)."""
-
-
-def reduce_saliency(grad: Tensor, embeddings: Tensor, mask: Tensor, how: str) -> Tensor:
-    """Per-token saliency from the gradient of the target logit w.r.t. the input embeddings.
-
-    ``sum_abs`` = |Σ_d g| (Abnar & Zuidema 2020, as in the thesis), ``l2`` = ‖g‖₂ (Simonyan et
-    al. 2014), ``grad_x_input`` = |Σ_d g·e| (Shrikumar et al. 2016).
-
-    Args:
-        grad: `(B, n, d)` gradient.
-        embeddings: `(B, n, d)` input embeddings.
-        mask: `(B, n)` valid-token mask.
-        how: ``"sum_abs"``, ``"l2"`` or ``"grad_x_input"``.
-
-    Returns:
-        `(B, n)` non-negative saliency, zero on padding.
-
-    Example:
-        >>> g = torch.tensor([[[1.0, -3.0]]]); e = torch.tensor([[[2.0, 1.0]]])
-        >>> reduce_saliency(g, e, torch.tensor([[True]]), "sum_abs")
-        tensor([[2.]])
-    """
-    _check_choice(how, "saliency", SALIENCY_REDUCTIONS)
-    if how == "sum_abs":
-        values = grad.sum(dim=-1).abs()
-    elif how == "l2":
-        values = grad.norm(dim=-1)
-    else:
-        values = (grad * embeddings).sum(dim=-1).abs()
-    return values * mask.to(values.dtype)
 
 
 @register_adapter("text")
@@ -173,7 +143,7 @@ class TextClassifierAdapter:
         self,
         texts: Sequence[str],
         *,
-        target: str | int | Sequence[int] | Tensor = "pred",
+        target: str | int | Sequence[int] | Tensor | None = "pred",
         labels: Sequence[int] | Tensor | None = None,
         saliency: str | None = "sum_abs",
         saliency_at: str = "layer_input",
@@ -182,7 +152,7 @@ class TextClassifierAdapter:
 
         Args:
             texts: B non-empty strings.
-            target: ``"pred"`` (the predicted class), ``"gold"`` (needs `labels`), a class index,
+            target: ``"pred"`` or None (the predicted class), ``"gold"`` (needs `labels`), a class index,
                 or B class indices.
             labels: B gold labels, optional.
             saliency: ``"sum_abs"``, ``"l2"``, ``"grad_x_input"``, or None to skip the backward pass.
@@ -248,6 +218,8 @@ class TextClassifierAdapter:
 
     def _resolve_target(self, target: object, logits: Tensor, gold: Tensor | None) -> Tensor:
         batch, classes = logits.shape
+        if target is None:
+            target = "pred"
         if isinstance(target, str):
             _check_choice(target, "target", ("pred", "gold"))
             if target == "pred":

@@ -28,6 +28,20 @@ def study_rows(summaries: Mapping[str, Mapping]) -> tuple[list[str], list[list[s
     return header, rows
 
 
+def clarity_rows(summaries: Mapping[str, Mapping]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the clarity table: median normalized entropy and Gini of the relevance
+    maps at the first and last layer (lower entropy / higher Gini = more concentrated)."""
+    header = ["method", "entropy L1", "entropy last", "Gini L1", "Gini last", "median ρ last"]
+    rows = []
+    for name, entry in summaries.items():
+        entropy, gini = entry.get("entropy_median"), entry.get("gini_median")
+        if not entropy:
+            continue
+        rows.append([name, _fmt(entropy[0]), _fmt(entropy[-1]), _fmt(gini[0]), _fmt(gini[-1]),
+                     _fmt(entry["median"][-1])])
+    return header, rows
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     """A GitHub-flavoured markdown table."""
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]

@@ -120,3 +120,35 @@ def test_cli_on_real_minilm(tmp_path):
     assert document["accuracy"] > 0.75  # a trained classifier, not chance
     rollout_last = document["methods"]["rollout"]["median"][-1]
     assert math.isfinite(rollout_last) and -1 <= rollout_last <= 1
+
+
+def test_diffusion_methods_and_clarity(tiny_bert_dir, tiny_sst2_dir, tmp_path):
+    out = tmp_path / "run"
+    code = main(["--quiet", "sst2", "--model", str(tiny_bert_dir), "--data", str(tiny_sst2_dir), "--limit", "12",
+                 "--methods", "rollout,diffusion,diffused_rollout,diffused_selective", "--alpha", "0.5,0.9",
+                 "--thresholds", "0.1", "--out", str(out)])
+    assert code == 0
+    methods = json.loads((out / "results.json").read_text())["methods"]
+    assert set(methods) == {"rollout", "diffusion@0.5", "diffusion@0.9", "diffused_rollout@0.5",
+                            "diffused_rollout@0.9", "diffused_selective@0.5:0.1", "diffused_selective@0.9:0.1"}
+    for entry in methods.values():
+        assert all(0 <= e <= 1 for e in entry["entropy_median"]) and all(0 <= g <= 1 for g in entry["gini_median"])
+    assert "Clarity of the relevance maps" in (out / "table.md").read_text()
+
+
+def test_shared_diffusion_cache_equals_direct_call(generator):
+    import torch
+
+    from attnlens.experiments.study_methods import build_study_methods
+    from attnlens.methods import network_diffusion, rollout
+    from tests.conftest import random_attention
+
+    attn = random_attention(generator, 2, 3, 2, 5, 5)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    cache: dict = {}
+    built = {m.name: m for m in build_study_methods(["diffusion", "diffused_rollout"], alphas=["0.8"])}
+    diffused, _ = built["diffusion@0.8"].compute(attn, mask, cache)
+    rolled, _ = built["diffused_rollout@0.8"].compute(attn, mask, cache)
+    torch.testing.assert_close(diffused, network_diffusion(attn.mean(2), alpha=0.8))
+    torch.testing.assert_close(rolled, rollout(network_diffusion(attn.mean(2), alpha=0.8)))
+    assert len(cache) == 1

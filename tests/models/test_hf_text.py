@@ -158,3 +158,7 @@ def test_real_model_predicts_sentiment():
     trace = adapter.trace(["a wonderful , moving film .", "a dull , lifeless mess ."], saliency=None)
     assert trace.target.tolist() == [1, 0]
     assert trace.attentions.shape[1:3] == (6, 12) and trace.saliency is None
+
+
+def test_tiny_tokenizer_knows_its_words(adapter):
+    assert adapter.tokenizer.tokenize("the movie is good") == ["the", "movie", "is", "good"]

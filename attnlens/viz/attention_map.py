@@ -1,0 +1,331 @@
+"""Attention matrices before and after Network Diffusion, per layer, as a PNG or an HTML page.
+
+:func:`compute_attention_map` turns one example's per-layer attention into an
+:class:`AttentionMap` (the matrices before and after diffusion and the rollout relevance of
+both); :func:`plot_attention_map` draws it with matplotlib (Agg, no pyplot state) and
+:func:`attention_map_html` writes one self-contained interactive page (inline SVG and
+JavaScript, no network access): hovering a token shows its row.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from attnlens._checks import _check_attention, _check_choice, _check_floating, _check_ndim
+from attnlens.methods._common import _normalize_rows, fuse_heads
+from attnlens.methods.network_diffusion import network_diffusion
+from attnlens.methods.relevance import relevance
+from attnlens.methods.rollout import rollout
+
+_REDUCTIONS = ("cls", "max", "mean")
+_MAX_LABELLED_TOKENS = 80
+
+
+class AttentionMap(NamedTuple):
+    """One example's attention before and after diffusion, ready to draw.
+
+    Attributes:
+        tokens: the n token strings.
+        before: `(L, n, n)` head-fused attention.
+        after: `(L, n, n)` the same after :func:`~attnlens.methods.network_diffusion`.
+        relevance_before: `(n,)` rollout relevance of `before`.
+        relevance_after: `(n,)` rollout relevance of `after`.
+        alpha: the diffusion strength used.
+        reduce: how rollout's last joint attention was reduced to relevance.
+    """
+
+    tokens: list[str]
+    before: Tensor
+    after: Tensor
+    relevance_before: Tensor
+    relevance_after: Tensor
+    alpha: float
+    reduce: str
+
+
+def compute_attention_map(
+    attentions: Tensor,
+    tokens: list[str],
+    *,
+    alpha: float = 0.9,
+    reduce: str = "cls",
+    cls_index: int = 0,
+    top_k: int | None = None,
+    residual: bool = True,
+    head_fusion: str = "mean",
+) -> AttentionMap:
+    """Diffuse one example's attention layer by layer and roll out both versions.
+
+    Network Diffusion (see :func:`~attnlens.methods.network_diffusion`) of the head-fused
+    matrices; relevance from Attention Rollout (Abnar & Zuidema 2020) after the last layer.
+
+    Args:
+        attentions: `(L, n, n)` head-fused or `(L, H, n, n)` per-head attention of one example,
+            valid tokens only (no padding).
+        tokens: the n token strings.
+        alpha: diffusion strength in [0, 1).
+        reduce: ``"cls"``, ``"max"`` or ``"mean"``, how the joint attention becomes relevance.
+        cls_index: the row read by ``reduce="cls"``.
+        top_k: row sparsification before diffusion (None keeps every entry).
+        residual: add the identity for the residual connection in rollout.
+        head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads of a per-head input; rows
+            are renormalized after fusion.
+
+    Returns:
+        An :class:`AttentionMap` of float64 CPU tensors.
+
+    Raises:
+        ValueError: on a wrong shape, a token count that is not n, or a bad option.
+
+    Example:
+        >>> import torch
+        >>> attn = torch.tensor([[[0.7, 0.3], [0.4, 0.6]]])
+        >>> amap = compute_attention_map(attn, ["[CLS]", "hi"], alpha=0.5)
+        >>> amap.after.shape, amap.relevance_after.shape
+        (torch.Size([1, 2, 2]), torch.Size([2]))
+    """
+    _check_floating(attentions, "attentions")
+    _check_ndim(attentions, "attentions", (3, 4), "(L, n, n) or (L, H, n, n)")
+    _check_attention(attentions, "attentions", ndims=(3, 4))
+    _check_choice(reduce, "reduce", _REDUCTIONS)
+    n = attentions.shape[-1]
+    if len(tokens) != n:
+        raise ValueError(f"Expected `tokens` to have one string per token ({n}), but got {len(tokens)}.")
+    attn = attentions.detach().to("cpu", torch.float64)[None]
+    if attn.ndim == 5:
+        # max/min fusion leaves rows that do not sum to 1; renormalize (a no-op for the mean).
+        attn = _normalize_rows(fuse_heads(attn, how=head_fusion))
+    diffused = network_diffusion(attn, alpha=alpha, top_k=top_k)
+
+    def _relevance(matrices: Tensor) -> Tensor:
+        joint = rollout(matrices, residual=residual)[:, -1]
+        return relevance(joint, reduce=reduce, cls_index=cls_index)[0]
+
+    return AttentionMap(
+        tokens=[str(token) for token in tokens],
+        before=attn[0],
+        after=diffused[0],
+        relevance_before=_relevance(attn),
+        relevance_after=_relevance(diffused),
+        alpha=float(alpha),
+        reduce=reduce,
+    )
+
+
+def plot_attention_map(amap: AttentionMap, out: str | os.PathLike, *, dpi: int = 120) -> Path:
+    """Draw every layer's matrix before and after diffusion side by side, and the relevance bars, to a PNG.
+
+    Args:
+        amap: what :func:`compute_attention_map` returned.
+        out: path of the PNG to write (parent folders are created).
+        dpi: resolution.
+
+    Returns:
+        The path written.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    layers, n = amap.before.shape[0], amap.before.shape[-1]
+    labelled = n <= _MAX_LABELLED_TOKENS
+    cell = min(0.3, max(0.1, 6.0 / n))
+    side = max(2.5, cell * n + 1.2)
+    figure = Figure(figsize=(2 * side + 1.0, side * layers + 2.8), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(figure)
+    grid = figure.add_gridspec(layers + 1, 2, height_ratios=[side] * layers + [2.4])
+    font = max(4.0, min(9.0, 200.0 / n))
+    for layer in range(layers):
+        panels = (("before", amap.before), (f"after (α = {amap.alpha:g})", amap.after))
+        for column, (name, matrices) in enumerate(panels):
+            axes = figure.add_subplot(grid[layer, column])
+            image = axes.imshow(matrices[layer].numpy(), cmap="viridis", vmin=0.0, interpolation="nearest")
+            axes.set_title(f"layer {layer}: {name}", fontsize=9)
+            if labelled:
+                axes.set_xticks(range(n), amap.tokens, rotation=90, fontsize=font)
+                axes.set_yticks(range(n), amap.tokens, fontsize=font)
+            else:
+                axes.set_xticks([])
+                axes.set_yticks([])
+            figure.colorbar(image, ax=axes, shrink=0.8)
+    bars = figure.add_subplot(grid[layers, :])
+    positions = torch.arange(n, dtype=torch.float64).numpy()
+    bars.bar(positions - 0.2, amap.relevance_before.numpy(), width=0.4, label="rollout")
+    bars.bar(positions + 0.2, amap.relevance_after.numpy(), width=0.4,
+             label=f"rollout after diffusion (α = {amap.alpha:g})")
+    bars.set_title(f"rollout relevance (reduce = {amap.reduce!r})", fontsize=9)
+    bars.legend(fontsize=8)
+    if labelled:
+        bars.set_xticks(positions, amap.tokens, rotation=90, fontsize=font)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, format="png")
+    return out
+
+
+_HTML_TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>__TITLE__</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+.layer { display: flex; gap: 2em; margin-bottom: 1.5em; align-items: flex-start; }
+.token { cursor: pointer; font-size: 11px; }
+.token.active { font-weight: bold; fill: #c00; }
+#row { position: sticky; top: 0; background: #fff; border: 1px solid #ccc; padding: .5em; min-height: 3em;
+       font-size: 13px; }
+#row span { display: inline-block; margin: 0 .4em .2em 0; }
+h2 { font-size: 15px; margin: .2em 0; }
+</style>
+</head>
+<body>
+<h1 style="font-size:18px">__TITLE__</h1>
+<p>Head-fused attention per layer, before and after Network Diffusion (rows = queries). Hover a token
+label or a cell to see that token's row; the last chart shows the rollout relevance of both.</p>
+<div id="row">Hover a token.</div>
+<div id="layers"></div>
+<h2>Rollout relevance (reduce = __REDUCE__)</h2>
+<div id="relevance"></div>
+<script type="application/json" id="attnlens-data">__DATA__</script>
+<script>
+(function () {
+  "use strict";
+  const data = JSON.parse(document.getElementById("attnlens-data").textContent);
+  const NS = "http://www.w3.org/2000/svg";
+  const n = data.tokens.length, cell = Math.max(6, Math.min(22, Math.floor(440 / n))), label = 90;
+  function el(name, attrs, parent) {
+    const node = document.createElementNS(NS, name);
+    for (const key in attrs) node.setAttribute(key, attrs[key]);
+    if (parent) parent.appendChild(node);
+    return node;
+  }
+  function color(value, max) {
+    const t = max > 0 ? Math.sqrt(value / max) : 0;
+    return "rgb(" + Math.round(255 - 200 * t) + "," + Math.round(255 - 150 * t) + "," + Math.round(255 - 40 * t) + ")";
+  }
+  function showRow(layer, which, row) {
+    const values = data.layers[layer][which][row];
+    const box = document.getElementById("row");
+    box.textContent = "";
+    const head = document.createElement("b");
+    head.textContent = "layer " + layer + ", " + which + ", row of \\"" + data.tokens[row] + "\\": ";
+    box.appendChild(head);
+    values.map((v, i) => [v, i]).sort((a, b) => b[0] - a[0]).forEach(([v, i]) => {
+      const span = document.createElement("span");
+      span.textContent = data.tokens[i] + " " + v.toFixed(3);
+      span.style.background = color(v, values.reduce((a, b) => Math.max(a, b), 0));
+      box.appendChild(span);
+    });
+    document.querySelectorAll(".token").forEach((t) => t.classList.toggle("active", +t.dataset.index === row));
+  }
+  function matrix(layer, which, title, parent) {
+    const wrap = document.createElement("div");
+    const heading = document.createElement("h2");
+    heading.textContent = "layer " + layer + ": " + title;
+    wrap.appendChild(heading);
+    const size = label + n * cell + 4;
+    const svg = el("svg", {width: size, height: size}, wrap);
+    const values = data.layers[layer][which];
+    const max = values.reduce((m, r) => Math.max(m, ...r), 0);
+    for (let i = 0; i < n; i++) {
+      const text = el("text", {x: label - 4, y: label + i * cell + cell * 0.75, "text-anchor": "end",
+                              class: "token", "data-index": i}, svg);
+      text.textContent = data.tokens[i];
+      text.addEventListener("mouseenter", () => showRow(layer, which, i));
+      const top = el("text", {x: 0, y: 0, class: "token", "data-index": i,
+                             transform: "translate(" + (label + i * cell + cell * 0.75) + "," + (label - 4) + ") rotate(-90)"}, svg);
+      top.textContent = data.tokens[i];
+      for (let j = 0; j < n; j++) {
+        const rect = el("rect", {x: label + j * cell, y: label + i * cell, width: cell, height: cell,
+                                 fill: color(values[i][j], max)}, svg);
+        el("title", {}, rect).textContent = data.tokens[i] + " \\u2192 " + data.tokens[j] + ": " + values[i][j].toFixed(4);
+        rect.addEventListener("mouseenter", () => showRow(layer, which, i));
+      }
+    }
+    parent.appendChild(wrap);
+  }
+  const layers = document.getElementById("layers");
+  data.layers.forEach((_, layer) => {
+    const row = document.createElement("div");
+    row.className = "layer";
+    matrix(layer, "before", "before", row);
+    matrix(layer, "after", "after (\\u03b1 = " + data.alpha + ")", row);
+    layers.appendChild(row);
+  });
+  const width = Math.max(300, n * 2 * cell + 60), height = 180;
+  const svg = el("svg", {width: width, height: height + label}, document.getElementById("relevance"));
+  const max = Math.max(...data.relevance_before, ...data.relevance_after, 1e-12);
+  const step = (width - 20) / n;
+  [["relevance_before", "#7570b3"], ["relevance_after", "#d95f02"]].forEach(([key, fill], k) => {
+    data[key].forEach((v, i) => {
+      const h = height * v / max;
+      const bar = el("rect", {x: 10 + i * step + k * step / 2, y: height - h, width: step / 2 - 1, height: h, fill: fill}, svg);
+      el("title", {}, bar).textContent = (k ? "after" : "before") + " " + data.tokens[i] + ": " + v.toFixed(4);
+    });
+  });
+  data.tokens.forEach((token, i) => {
+    const text = el("text", {x: 0, y: 0, class: "token", "data-index": i, "text-anchor": "end",
+                             transform: "translate(" + (10 + (i + 0.5) * step) + "," + (height + 6) + ") rotate(-90)"}, svg);
+    text.textContent = token;
+    text.addEventListener("mouseenter", () => showRow(data.layers.length - 1, "after", i));
+  });
+  const legend = document.createElement("p");
+  legend.innerHTML = '<span style="color:#7570b3">&#9632; rollout</span> &nbsp; ' +
+    '<span style="color:#d95f02">&#9632; rollout after diffusion</span>';
+  document.getElementById("relevance").appendChild(legend);
+})();
+</script>
+</body>
+</html>
+"""
+
+
+def _rounded(values: Tensor) -> list:
+    return [[round(float(v), 6) for v in row] for row in values] if values.ndim == 2 else [
+        round(float(v), 6) for v in values
+    ]
+
+
+def attention_map_html(amap: AttentionMap, out: str | os.PathLike, *, title: str = "attnlens attention map") -> Path:
+    """Write one self-contained interactive HTML page of the attention map (hover a token to see its row).
+
+    The data sit in a ``<script type="application/json" id="attnlens-data">`` element: tokens,
+    per-layer ``before``/``after`` rows (6 decimals) and both relevance vectors.
+
+    Args:
+        amap: what :func:`compute_attention_map` returned.
+        out: path of the HTML file to write (parent folders are created).
+        title: page title.
+
+    Returns:
+        The path written.
+    """
+    data = {
+        "tokens": amap.tokens,
+        "alpha": amap.alpha,
+        "reduce": amap.reduce,
+        "layers": [
+            {"before": _rounded(amap.before[layer]), "after": _rounded(amap.after[layer])}
+            for layer in range(amap.before.shape[0])
+        ],
+        "relevance_before": _rounded(amap.relevance_before),
+        "relevance_after": _rounded(amap.relevance_after),
+    }
+    # "</script" or "<!--" would end or upset the script element; "\u003c" is the same JSON character.
+    payload = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
+    page = (
+        _HTML_TEMPLATE.replace("__TITLE__", html.escape(title))
+        .replace("__REDUCE__", html.escape(amap.reduce))
+        .replace("__DATA__", payload)
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out

@@ -1,0 +1,65 @@
+from html.parser import HTMLParser
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import MambaConfig, MambaForCausalLM, PreTrainedTokenizerFast
+
+from attnlens.experiments.explain import explain
+from attnlens.models.hf_mamba import MambaAdapter  # noqa: F401  (registers the "mamba" family)
+
+torch.set_num_threads(1)
+WORDS = "the movie was great not bad at all".split()
+
+
+@pytest.fixture(scope="module")
+def saved_mamba(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny_mamba")
+    vocab = {"[UNK]": 0, "[PAD]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(folder)
+    torch.manual_seed(0)
+    config = MambaConfig(vocab_size=len(vocab), hidden_size=16, state_size=4, num_hidden_layers=2, expand=2,
+                         time_step_rank=2)
+    MambaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+class _Checker(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.stack, self.spans = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in ("meta",):
+            self.stack.append(tag)
+        self.spans += tag == "span"
+
+    def handle_endtag(self, tag):
+        assert self.stack.pop() == tag
+
+
+@pytest.mark.parametrize("method", ["rollout", "mamba_attr"])
+def test_explain_tiny_mamba_writes_valid_html(saved_mamba, tmp_path, method):
+    page = tmp_path / "out.html"
+    result = explain(str(saved_mamba), "the movie was not bad", method=method, html=page, target="great")
+    assert result.tokens == ["the", "movie", "was", "not", "bad"]
+    assert result.relevance.shape == (5,) and torch.isfinite(result.relevance).all()
+    assert result.target == WORDS.index("great") + 2 and result.target_label == "great"
+    checker = _Checker()
+    checker.feed(page.read_text(encoding="utf-8"))
+    assert checker.stack == [] and checker.spans == 5
+    if method == "rollout":  # the last row of a rollout is a distribution over the tokens
+        assert abs(float(result.relevance.sum()) - 1.0) < 1e-5
+
+
+def test_explain_default_target_and_errors(saved_mamba):
+    result = explain(str(saved_mamba), "the movie")
+    assert result.html is None and result.method == "rollout"
+    with pytest.raises(ValueError, match="Expected `method` to be one of"):
+        explain(str(saved_mamba), "the movie", method="flow")
+    with pytest.raises(ValueError, match="Expected `text` to be a non-empty string"):
+        explain(str(saved_mamba), "  ")
+    with pytest.raises(ValueError, match="Expected `target` to be a single token"):
+        explain(str(saved_mamba), "the movie", target="not bad")

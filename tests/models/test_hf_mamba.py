@@ -1,0 +1,164 @@
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import MambaConfig, MambaForCausalLM, PreTrainedTokenizerFast
+
+from attnlens.methods.hidden_attention import hidden_attention
+from attnlens.models._registry import adapter_for_config, get_adapter_class
+from attnlens.models.hf_mamba import MambaAdapter
+
+torch.set_num_threads(1)
+WORDS = "the movie was great not bad at all a film i loved hated it".split()
+
+
+def tiny_tokenizer():
+    vocab = {"[UNK]": 0, "[PAD]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]")
+
+
+def tiny_mamba(seed=0):
+    torch.manual_seed(seed)
+    config = MambaConfig(vocab_size=len(WORDS) + 2, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2,
+                         time_step_rank=2)
+    model = MambaForCausalLM(config).eval()
+    with torch.no_grad():  # move Δ and A away from the initial values so every term matters
+        for layer in model.backbone.layers:
+            layer.mixer.dt_proj.bias.add_(torch.randn_like(layer.mixer.dt_proj.bias))
+            layer.mixer.A_log.add_(0.5 * torch.randn_like(layer.mixer.A_log))
+            layer.mixer.D.add_(0.5 * torch.randn_like(layer.mixer.D))
+    return model
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    return MambaAdapter(tiny_mamba(), tiny_tokenizer())
+
+
+def _hook_count(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_registered_and_accepts_mamba_configs():
+    assert get_adapter_class("mamba") is MambaAdapter
+    assert adapter_for_config(MambaConfig()) is MambaAdapter
+    assert not MambaAdapter.accepts(object())
+
+
+def test_hidden_attention_reproduces_every_mixer_output(adapter):
+    model = adapter.model
+    ids = torch.tensor([adapter.tokenizer.encode("the movie was great not bad at all")])
+    outputs = []
+    handles = [layer.mixer.register_forward_hook(lambda m, i, o: outputs.append(o)) for layer in model.backbone.layers]
+    try:
+        with torch.no_grad():
+            model(ids, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    scans = adapter.scan_inputs(ids)
+    assert len(scans) == 2
+    for scan, layer, output in zip(scans, model.backbone.layers, outputs):
+        alpha = hidden_attention(scan.delta, scan.A, scan.B, scan.C, channels="none")
+        u = scan.u
+        y = (torch.einsum("bdrc,bdc->bdr", alpha, u) + scan.D[None, :, None] * u) * torch.nn.functional.silu(scan.gate)
+        rebuilt = layer.mixer.out_proj(y.transpose(1, 2))
+        torch.testing.assert_close(rebuilt, output, atol=1e-5, rtol=0)
+
+
+def test_trace_shapes_normalisation_and_padding(adapter):
+    texts = ["the movie was great", "not bad at all a film", "i loved it"]
+    trace = adapter.trace(texts)
+    assert trace.attentions.shape == (3, 2, 1, 6, 6)
+    assert trace.mask.tolist()[2] == [False, False, False, True, True, True]  # left padding
+    assert trace.logits.shape == (3, len(WORDS) + 2) and trace.target.dtype == torch.long
+    assert trace.saliency.shape == (3, 6) and (trace.saliency[2, :3] == 0).all()
+    assert trace.tokens[2] == ["i", "loved", "it"]
+    attn = trace.attentions[:, :, 0]
+    assert (attn >= 0).all() and (attn.triu(1) == 0).all()
+    rows = attn.sum(-1)
+    valid = trace.mask[:, None, :].expand_as(rows)
+    torch.testing.assert_close(rows[valid], torch.ones(int(valid.sum())))
+    assert (rows[~valid] == 0).all()
+    raw = trace.extras["hidden_attention"]
+    expected = raw.abs() / raw.abs().sum(-1, keepdim=True).clamp_min(1e-30)
+    torch.testing.assert_close(attn[trace.mask[:, None, :, None].expand_as(attn) & trace.mask[:, None, None, :]],
+                               expected[trace.mask[:, None, :, None].expand_as(attn) & trace.mask[:, None, None, :]])
+    for b, text in enumerate(texts):  # each example alone gives exactly the same
+        alone = adapter.trace([text])
+        n = alone.mask.shape[1]
+        torch.testing.assert_close(trace.attentions[b, :, :, -n:, -n:], alone.attentions[0], atol=1e-6, rtol=0)
+        torch.testing.assert_close(trace.extras["hidden_attention_grad"][b, :, -n:, -n:],
+                                   alone.extras["hidden_attention_grad"][0], atol=1e-6, rtol=0)
+        assert trace.target[b] == alone.target[0]
+
+
+def test_default_target_is_next_token_argmax_and_given_target_used(adapter):
+    trace = adapter.trace(["the movie was"])
+    with torch.no_grad():
+        logits = adapter.model(torch.tensor([adapter.tokenizer.encode("the movie was")])).logits[:, -1]
+    assert int(trace.target[0]) == int(logits.argmax())
+    torch.testing.assert_close(trace.logits, logits, atol=1e-5, rtol=0)
+    assert adapter.trace(["the movie was"], target=5).target.tolist() == [5]
+    assert adapter.target_id("great") == WORDS.index("great") + 2
+
+
+def test_gradient_is_channel_tied_hidden_attention_gradient(adapter):
+    """d logit / d E where every channel's α gets + E: compare with a finite difference on one entry."""
+    ids = torch.tensor([adapter.tokenizer.encode("not bad at all")])
+    trace = adapter.trace(["not bad at all"], target=3)
+    model, layer, r, c, eps = adapter.model, 1, 3, 1, 1e-3
+    scans = adapter.scan_inputs(ids)
+    mixer = model.backbone.layers[layer].mixer
+    u, gate = scans[layer].u, scans[layer].gate
+
+    def shifted(sign):
+        def hook(module, inputs):
+            extra = torch.zeros_like(inputs[0])
+            extra[0, r] = sign * eps * u[0, :, c] * torch.nn.functional.silu(gate[0, :, r])
+            return (inputs[0] + extra,)
+        handle = mixer.out_proj.register_forward_pre_hook(hook)
+        try:
+            with torch.no_grad():
+                return model(ids).logits[0, -1, 3].double()
+        finally:
+            handle.remove()
+
+    numeric = (shifted(1) - shifted(-1)) / (2 * eps)
+    assert abs(float(trace.extras["hidden_attention_grad"][0, layer, r, c]) - float(numeric)) < 1e-3
+
+
+def test_hooks_and_flags_restored_after_success_and_failure(adapter, monkeypatch):
+    model = adapter.model
+    model.train()
+    before = _hook_count(model)
+    flags = [p.requires_grad for p in model.parameters()]
+    adapter.trace(["the movie"])
+    assert _hook_count(model) == before and model.training
+    assert [p.requires_grad for p in model.parameters()] == flags
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("forced failure")
+
+    monkeypatch.setattr("attnlens.models.hf_mamba.hidden_attention", boom)
+    with pytest.raises(RuntimeError, match="forced failure"):
+        adapter.trace(["the movie"])
+    assert _hook_count(model) == before and model.training
+    assert [p.requires_grad for p in model.parameters()] == flags
+    model.eval()
+
+
+def test_rejects_bad_input(adapter):
+    with pytest.raises(ValueError, match="Expected `texts` to hold at least one text"):
+        adapter.trace([])
+    with pytest.raises(ValueError, match="Expected every text to give at least one token"):
+        adapter.trace([""])
+    with pytest.raises(ValueError, match="Expected `saliency` to be one of"):
+        adapter.trace(["the"], saliency="grad")
+    with pytest.raises(ValueError, match=r"Expected `target` to hold one token id per text \(2\)"):
+        adapter.trace(["the", "a"], target=[1, 2, 3])
+    with pytest.raises(ValueError, match="Expected `target` to be a single token"):
+        adapter.target_id("the movie")
+    with pytest.raises(ValueError, match="Expected a Hugging Face Mamba model with `layers`"):
+        MambaAdapter(torch.nn.Linear(2, 2), None)
