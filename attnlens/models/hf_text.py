@@ -72,7 +72,9 @@ class TextClassifierAdapter:
         from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
         verbosity = hf_logging.get_verbosity()
+        bars = hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
         try:
             try:
                 config = AutoConfig.from_pretrained(name_or_path, local_files_only=local_files_only)
@@ -103,6 +105,8 @@ class TextClassifierAdapter:
                 ) from err
         finally:
             hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
         model.to(device)
         return cls(model, tokenizer)
 
