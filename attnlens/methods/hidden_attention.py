@@ -6,26 +6,27 @@ A selective SSM channel d computes ``y_r = Σ_{c ≤ r} α[r, c] · u_c + D · u
 
 (Ali, Zimerman & Wolf, "The Hidden Attention of Mamba Models", ACL 2025, Eq. 11).
 
-How it is computed. Tokens are cut into chunks of `block_size` tokens. With ``t`` the cumulative
-sum of Δ restarted at every chunk (segment-relative, so it stays small) and ``T_i`` the total of
-chunk i, the entry for a query r in chunk i and a key c in an earlier chunk j < i factorises as
+How it is computed. Tokens are cut into chunks of q tokens. With ``t`` the cumulative sum of Δ
+restarted at every chunk (segment-relative, so it stays small) and ``T_i`` the total of chunk i,
+the entry for a query r in chunk I and a key c in an earlier chunk J < I factorises as
 
-    α[r, c] = Σ_s G[s, r] · P[s, i, j] · R[s, c]
-    G = C_r · exp(A · t_r)                 (≤ |C|: decay from the start of chunk i to r)
-    R = exp(A · (T_j − t_c)) · Δ_c · B_c   (≤ |Δ B|: decay from c to the end of chunk j)
-    P = exp(A · Σ_{j<m<i} T_m)             (≤ 1: decay across the chunks strictly between)
+    α[r, c] = Σ_{d,s} G[s, r] · P[s, I, J] · R[s, c]
+    G = C_r · exp(A · t_r)                       (≤ |C|: decay from the start of chunk I to r)
+    R = exp(A · (T_J − t_c) + log Δ_c) · B_c     (≤ |Δ B|: decay from c to the end of chunk J)
+    P = exp(A · Σ_{J<M<I} T_M)                   (≤ 1: decay across the chunks strictly between)
 
-so every off-diagonal block row is one matrix product over the states (and, for the channel
-mean, over channels and states at once: one GEMM with inner size D·N). Every exponent is a sum
-of Δ·A ≤ 0 and every factor lies in [0, 1] times |C| or |Δ B|, so nothing overflows whatever Δ
-is, and no differences of long cumulative sums lose precision. Factors below eps² (relative to
-|C| or |Δ B|) are set to exactly 0: they change nothing at the dtype's precision, and subnormal
-numbers would slow CPU arithmetic about tenfold. The diagonal blocks are the same
-problem on each chunk alone: they are solved recursively with chunks a quarter as long, and
-entry by entry (``exp(A · (t_r − t_c))``, exponent ≤ 0) once chunks have at most 4 tokens.
-Channels are processed in blocks so the largest intermediate holds about ``2**24`` elements
-(Vim-small's 768 × 16 × 197 × 197 terms are never materialised at once). Half-precision inputs
-are computed in float32 and returned in their own dtype.
+so ALL off-diagonal blocks of a level are one batched matrix product: for every query chunk I,
+``G_I (q × D·N) @ (P_I ⊙ R)ᵀ (D·N × n)`` (P_IJ = 0 for J ≥ I), whose inner size is D·N for the
+channel mean (and N per channel otherwise). There is no Python loop over chunks. Every exponent
+is a sum of Δ·A ≤ 0, so every factor lies in [0, 1] times |C| or |Δ B|: nothing overflows
+whatever Δ is, and no differences of long cumulative sums lose precision. Factors below eps² are
+set to exactly 0 (they change nothing at the dtype's precision; subnormal numbers would slow CPU
+arithmetic about tenfold). The diagonal blocks are the same problem on each chunk alone, solved
+the same way with smaller chunks (two levels by default, e.g. 40 then 8 tokens for n = 197), and
+at the last level entry by entry on the lower triangle only (``exp(A · (t_r − t_c))``, exponent
+≤ 0). Channels are processed in blocks sized for the CPU cache (all at once on a GPU), with
+scratch buffers reused across blocks. Half-precision inputs are computed in float32 and returned
+in their own dtype.
 """
 
 from __future__ import annotations
@@ -33,17 +34,21 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from attnlens._checks import _check_choice, _check_floating, _check_mask, _check_ndim
 from attnlens.methods._common import _apply_mask
 
 _CHANNEL_MODES = ("mean", "none", "abs_mean")
-_BLOCK_ELEMENTS = 2**24
-_LEAF = 4
+_LEAF = 8  # chunk size of the last level (its diagonal blocks are computed entry by entry)
+_CPU_BLOCK_ELEMENTS = 2**20  # scaled key blocks per channel block: about 4 MiB in float32 (cache)
+_GPU_BLOCK_ELEMENTS = 2**26  # on a GPU: every channel at once for Vim-small
 
 
-def _hidden_attention_check(delta: Tensor, A: Tensor, B: Tensor, C: Tensor, channels: str, block_size: int) -> None:
+def _hidden_attention_check(
+    delta: Tensor, A: Tensor, B: Tensor, C: Tensor, channels: str, block_size: int | None
+) -> None:
     for value, name in ((delta, "delta"), (A, "A"), (B, "B"), (C, "C")):
         _check_floating(value, name)
     _check_ndim(delta, "delta", (3,), "(B, D, n)")
@@ -62,26 +67,97 @@ def _hidden_attention_check(delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chan
     if n == 0:
         raise ValueError(f"Expected `delta` to have at least one token, but got shape {tuple(delta.shape)}.")
     _check_choice(channels, "channels", _CHANNEL_MODES)
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"Expected `block_size` to be a positive integer, but got {block_size!r}.")
-    if bool((A > 0).any()):
+    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
+        raise ValueError(f"Expected `block_size` to be a positive integer or None, but got {block_size!r}.")
+    # one host synchronisation for both value checks (on a GPU each bool() would be one)
+    positive_a, negative_delta = torch.stack([(A > 0).any(), (delta < 0).any().to(A.device)]).tolist()
+    if positive_a:
         raise ValueError(
             f"Expected `A` to be non-positive (A = -exp(A_log)), but got a maximum of {A.max().item():.3g}."
         )
-    if bool((delta < 0).any()):
+    if negative_delta:
         raise ValueError(
             f"Expected `delta` to be non-negative (after softplus), but got a minimum of {delta.min().item():.3g}."
         )
 
 
-def _decay(exponent: Tensor) -> Tensor:
-    """exp(x) for x ≤ 0, with factors below eps² set to exactly 0.
-
-    Such factors change no result at the dtype's precision, and keeping them would fill the
-    arithmetic with subnormal numbers, which are an order of magnitude slower on CPUs.
-    """
+def _decay_(exponent: Tensor) -> Tensor:
+    """exp(x) for x ≤ 0, with x ≤ 2·log(eps) giving exactly 0 (no subnormal numbers); in place unless autograd."""
     floor = 2 * math.log(torch.finfo(exponent.dtype).eps)
-    return torch.where(exponent >= floor, torch.exp(exponent.clamp(min=floor)), 0.0)
+    if exponent.requires_grad:
+        return torch.exp(F.threshold(exponent, floor, -math.inf))
+    return F.threshold_(exponent, floor, -math.inf).exp_()
+
+
+def _mul_(x: Tensor, y: Tensor) -> Tensor:
+    """x ·= y in place, or out of place when autograd records x."""
+    return x * y if x.requires_grad else x.mul_(y)
+
+
+def _copy(x: Tensor, buffer: Tensor | None) -> Tensor:
+    """`x` made contiguous, into `buffer` when there is one."""
+    return x.contiguous() if buffer is None else buffer.copy_(x)
+
+
+class _Workspace:
+    """Scratch buffers reused across channel blocks (fresh large CPU allocations cost page faults).
+
+    Disabled (every call returns None, so operations allocate) when autograd must record them.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.buffers: dict[object, Tensor] = {}
+
+    def __call__(self, key: object, shape: tuple[int, ...], like: Tensor) -> Tensor | None:
+        if not self.enabled:
+            return None
+        numel = math.prod(shape)
+        buffer = self.buffers.get(key)
+        if buffer is None or buffer.numel() < numel:
+            buffer = torch.empty(numel, dtype=like.dtype, device=like.device)
+            self.buffers[key] = buffer
+        return buffer[:numel].view(shape)
+
+
+def _schedule(n: int, block_size: int | None) -> list[int]:
+    """Chunk sizes per level, each dividing the previous one; [] means entry by entry."""
+    if block_size is not None:
+        if block_size >= n:
+            return []
+        inner = next((size for size in range(min(_LEAF, block_size - 1), 1, -1) if block_size % size == 0), None)
+        return [block_size] if inner is None or block_size <= _LEAF else [block_size, inner]
+    if n <= 2 * _LEAF:
+        return []
+    # cost model (elements of the scaled key blocks per channel and state): L·L/q + L·q/leaf
+    best, best_cost = [_LEAF], math.ceil(n / _LEAF) * _LEAF * math.ceil(n / _LEAF)
+    for q in range(2 * _LEAF, n, _LEAF):
+        length = math.ceil(n / q) * q
+        cost = length * (length // q + q // _LEAF)
+        if cost < best_cost:
+            best, best_cost = [q, _LEAF], cost
+    return best
+
+
+def _diagonal(dt: Tensor, logdt: Tensor, A: Tensor, B: Tensor, C: Tensor, per_channel: bool, work: _Workspace) -> Tensor:
+    """Entry by entry on the lower triangle; channels-first `dt, logdt (D, m, q)`, `B, C (N, m, q)` → `(m, [D,] q, q)`."""
+    channels, m, q = dt.shape
+    rows, cols = torch.tril_indices(q, q, device=dt.device)
+    local = torch.cumsum(dt, dim=-1)
+    gap = local[..., rows] - local[..., cols]  # (D, m, p) ≥ 0: cumulative sums of Δ ≥ 0 never decrease
+    exponent = torch.addcmul(
+        logdt[:, None, :, cols], A[:, :, None, None], gap[:, None], out=work("diag", (channels, A.shape[1], m, rows.numel()), dt)
+    )
+    terms = _decay_(exponent)  # (D, N, m, p): exp(A (t_r − t_c)) Δ_c
+    weights = C[..., rows] * B[..., cols]  # (N, m, p)
+    if per_channel:
+        values = _mul_(terms, weights).sum(dim=1).transpose(0, 1)  # (m, D, p)
+        out = dt.new_zeros(m, channels, q * q)
+    else:
+        values = (terms.sum(dim=0) * weights).sum(dim=0)  # (m, p)
+        out = dt.new_zeros(m, q * q)
+    out[..., rows * q + cols] = values
+    return out.view(*out.shape[:-1], q, q)
 
 
 def _between_matrix(chunks: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -91,76 +167,56 @@ def _between_matrix(chunks: int, dtype: torch.dtype, device: torch.device) -> Te
     return ((j < m) & (m < i)).to(dtype)
 
 
-def _diagonal_exact(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, per_channel: bool) -> Tensor:
-    """Entry by entry; tokens-first `dt (m, Q, D)`, `B, C (m, Q, N)` → `(m, [D,] Q, Q)`."""
-    local = torch.cumsum(dt, dim=1)
-    gap = local[:, :, None] - local[:, None, :]  # (m, Q_r, Q_c, D), ≥ 0 on and below the diagonal
-    q = dt.shape[1]
-    upper = torch.ones(q, q, dtype=torch.bool, device=dt.device).triu(1)[None, :, :, None, None]
-    decay = _decay((gap[..., None] * A).masked_fill(upper, -math.inf))  # (m, Q, Q, D, N)
-    inputs = dt[..., None] * B[:, :, None, :]  # (m, Q_c, D, N)
-    term = decay * C[:, :, None, None, :] * inputs[:, None]
-    if per_channel:
-        return term.sum(dim=-1).permute(0, 3, 1, 2)
-    return term.sum(dim=(-1, -2))
-
-
-def _sub_chunk(q: int) -> int | None:
-    """Chunk size for the diagonal blocks of a level with chunks of `q` tokens; None: compute them exactly."""
-    if q <= _LEAF:
-        return None
-    for size in range(max(_LEAF, q // 4), 1, -1):
-        if q % size == 0 and size < q:
-            return size
-    return None
-
-
-def _hidden_attention_block(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, q: int | None, per_channel: bool) -> Tensor:
-    """Tokens-first `dt (b, K·Q, D)`, `A (D, N)`, `B, C (b, K·Q, N)` → lower-triangular `(b, [D,] K·Q, K·Q)`."""
-    batch, length, channels = dt.shape
-    if q is None or q >= length:
-        return _diagonal_exact(dt, A, B, C, per_channel)
-    states = A.shape[1]
+def _hidden_attention_block(
+    dt: Tensor, logdt: Tensor, A: Tensor, B: Tensor, C: Tensor, sizes: list[int], per_channel: bool,
+    work: _Workspace, level: int = 0,
+) -> Tensor:
+    """Channels-first `dt, logdt (D, b, K·q)`, `A (D, N)`, `B, C (N, b, K·q)` → lower-triangular `(b, [D,] L, L)`."""
+    channels, batch, length = dt.shape
+    if not sizes or sizes[0] >= length:
+        return _diagonal(dt, logdt, A, B, C, per_channel, work)
+    q, states = sizes[0], A.shape[1]
     chunks = length // q
-    dt = dt.view(batch, chunks, q, channels)
-    b_chunks = B.view(batch, chunks, q, 1, states)
-    c_chunks = C.view(batch, chunks, q, 1, states)
-    local = torch.cumsum(dt, dim=2)  # (b, K, Q, D) segment-relative times
-    totals = local[:, :, -1]  # (b, K, D)
+    shape = (channels, states, batch, chunks, q)
+    dt_chunks = dt.view(channels, batch, chunks, q)
+    local = torch.cumsum(dt_chunks, dim=-1)  # segment-relative times
+    totals = local[..., -1]  # (D, b, K)
+    a_col = A[:, :, None, None, None]
+    left = _decay_(torch.mul(local[:, None], a_col, out=work(("left", level), shape, dt)))
+    left = _mul_(left, C.view(1, states, batch, chunks, q))  # G
+    right = torch.addcmul(logdt.view(channels, 1, batch, chunks, q), a_col, (totals[..., None] - local)[:, None],
+                          out=work(("right", level), shape, dt))
+    right = _mul_(_decay_(right), B.view(1, states, batch, chunks, q))  # R
+    between = torch.einsum("dbm,ijm->dbij", totals, _between_matrix(chunks, dt.dtype, dt.device))
+    scale = _decay_(between[:, None] * A[:, :, None, None, None])  # P (D, N, b, I, J)
+    scale = _mul_(scale, torch.ones(chunks, chunks, dtype=dt.dtype, device=dt.device).tril(-1))  # keys in earlier chunks only
 
-    # G and R, (b, K, Q, D, N): bounded by |C| and |Δ B|; channels and states last (contiguous).
-    left = c_chunks * _decay(local[..., None] * A)
-    right = _decay((totals[:, :, None] - local)[..., None] * A) * (dt[..., None] * b_chunks)
+    if per_channel:  # contract the states per channel: (b, I, D) batches of (q × N) @ (N × L)
+        p_t = _copy(scale.permute(2, 3, 0, 4, 1), work(("P", level), (batch, chunks, channels, chunks, states), dt))
+        r_t = _copy(right.permute(2, 0, 3, 4, 1), work(("R", level), (batch, channels, chunks, q, states), dt))
+        g_t = _copy(left.permute(2, 3, 0, 4, 1), work(("G", level), (batch, chunks, channels, q, states), dt))
+        keys = torch.mul(p_t[:, :, :, :, None], r_t[:, None],
+                         out=work(("keys", level), (batch, chunks, channels, chunks, q, states), dt))
+        out = torch.matmul(g_t, keys.view(batch, chunks, channels, length, states).transpose(-1, -2))
+        out = out.transpose(1, 2).reshape(batch, channels, chunks, q, chunks, q)
+    else:  # contract channels and states at once: (b, I) batches of (q × D·N) @ (D·N × L)
+        inner = channels * states
+        p_t = _copy(scale.permute(2, 3, 4, 0, 1), work(("P", level), (batch, chunks, chunks, channels, states), dt))
+        r_t = _copy(right.permute(2, 3, 4, 0, 1), work(("R", level), (batch, chunks, q, channels, states), dt))
+        g_t = _copy(left.permute(2, 3, 4, 0, 1), work(("G", level), (batch, chunks, q, channels, states), dt))
+        keys = torch.mul(p_t[:, :, :, None], r_t[:, None],
+                         out=work(("keys", level), (batch, chunks, chunks, q, channels, states), dt))
+        out = torch.bmm(g_t.view(batch * chunks, q, inner), keys.view(batch * chunks, length, inner).transpose(1, 2))
+        out = out.view(batch, chunks, q, chunks, q)
 
-    # P (b, K_i, K_j, D, N) = exp(A · Σ_{j<m<i} T_m) ≤ 1 for j < i (exponents are sums, never differences).
-    between = torch.einsum("bmd,ijm->bijd", totals, _between_matrix(chunks, dt.dtype, dt.device))
-    if per_channel:
-        out = dt.new_zeros(batch, channels, chunks, q, chunks * q)
-    else:
-        out = dt.new_zeros(batch, chunks, q, chunks * q)
-    for i in range(1, chunks):  # key chunks j < i only, so no work is wasted above the diagonal
-        scaled = _decay(between[:, i, :i, None, :, None] * A) * right[:, :i]  # (b, i, Q, D, N)
-        if per_channel:  # contract the states per channel
-            lhs = left[:, i].transpose(1, 2)  # (b, D, Q, N)
-            rhs = scaled.permute(0, 3, 4, 1, 2).reshape(batch, channels, states, i * q)
-            out[:, :, i, :, : i * q] = torch.matmul(lhs, rhs)
-        else:  # contract channels and states in one GEMM with inner size D·N
-            lhs = left[:, i].reshape(batch, q, channels * states)
-            rhs = scaled.view(batch, i * q, channels * states).transpose(1, 2)
-            out[:, i, :, : i * q] = torch.matmul(lhs, rhs)
-    out = out.view(*out.shape[:-1], chunks, q)
-
-    # Diagonal blocks: the same problem on each chunk alone, with smaller chunks (exact at the leaves).
-    inner = _hidden_attention_block(
-        dt.reshape(batch * chunks, q, channels),
-        A,
-        b_chunks.reshape(batch * chunks, q, states),
-        c_chunks.reshape(batch * chunks, q, states),
-        _sub_chunk(q),
-        per_channel,
+    # Diagonal blocks: the same problem on each chunk alone, with the next chunk size.
+    diagonal = _hidden_attention_block(
+        dt_chunks.reshape(channels, batch * chunks, q), logdt.reshape(channels, batch * chunks, q), A,
+        B.reshape(states, batch * chunks, q), C.reshape(states, batch * chunks, q), sizes[1:], per_channel,
+        work, level + 1,
     )
-    inner = inner.view(batch, chunks, *inner.shape[1:])  # (b, K, [D,] Q, Q)
-    torch.diagonal(out, dim1=-4, dim2=-2).copy_(inner.movedim(1, -1))
+    diagonal = diagonal.view(batch, chunks, *diagonal.shape[1:])  # (b, K, [D,] q, q)
+    torch.diagonal(out, dim1=-4, dim2=-2).copy_(diagonal.movedim(1, -1))
     return out.reshape(*out.shape[:-4], length, length)
 
 
@@ -172,7 +228,7 @@ def hidden_attention(
     *,
     channels: str = "mean",
     mask: Tensor | None = None,
-    block_size: int = 32,
+    block_size: int | None = None,
     channel_block: int | None = None,
 ) -> Tensor:
     """Hidden attention matrices of one selective state-space layer.
@@ -181,8 +237,8 @@ def hidden_attention(
     ``α[r, c] = Σ_s C[s, r] · exp(A[d, s] Σ_{k=c+1..r} Δ_k[d]) · Δ_c[d] · B[s, c]`` for c ≤ r.
 
     Exact (no truncation) and vectorized: blocks of tokens are combined by batched matrix
-    products over states, see the module docstring. The D skip and the z gate are not part of α:
-    the layer's output before its gate is ``α · u + D · u``.
+    products over channels and states, see the module docstring. The D skip and the z gate are
+    not part of α: the layer's output before its gate is ``α · u + D · u``.
 
     Args:
         delta: `(B, D, n)` step sizes Δ after the softplus (non-negative), per channel and token.
@@ -194,9 +250,10 @@ def hidden_attention(
         mask: `(B, n)` valid-token mask; padded tokens are removed from the sequence (their Δ, B
             and C are treated as zero), so each example gets what it gets alone, and their rows
             and columns are zero. None means every token is valid.
-        block_size: tokens per chunk (a speed knob; the result does not depend on it).
+        block_size: tokens per top-level chunk (a speed knob; the result does not depend on it);
+            None picks a two-level schedule from n (e.g. chunks of 40, then 8, for n = 197).
         channel_block: channels per step (a memory knob); None picks it so that the largest
-            intermediate holds about 2**24 elements.
+            intermediate holds about 2**20 elements on a CPU (cache-sized) and 2**26 on a GPU.
 
     Returns:
         `(B, n, n)` (``"mean"``, ``"abs_mean"``) or `(B, D, n, n)` (``"none"``) hidden attention,
@@ -221,37 +278,43 @@ def hidden_attention(
     batch, channels_count, n = delta.shape
     states = A.shape[1]
     mask = _check_mask(mask, "mask", batch, n, delta.device)
+    if channel_block is not None and (
+        isinstance(channel_block, bool) or not isinstance(channel_block, int) or channel_block < 1
+    ):
+        raise ValueError(f"Expected `channel_block` to be a positive integer or None, but got {channel_block!r}.")
     out_dtype = delta.dtype
-    work = torch.promote_types(torch.promote_types(delta.dtype, A.dtype), torch.float32)
-    if work == torch.bfloat16:
-        work = torch.float32
-    valid = mask.to(work)
-    delta = delta.to(work) * valid[:, None, :]
-    B = B.to(work) * valid[:, None, :]
-    C = C.to(work) * valid[:, None, :]
-    A = A.to(work)
+    work_dtype = torch.promote_types(torch.promote_types(delta.dtype, A.dtype), torch.float32)
+    if work_dtype == torch.bfloat16:
+        work_dtype = torch.float32
+    valid = mask.to(work_dtype)
+    delta = delta.to(work_dtype) * valid[:, None, :]
+    B = B.to(work_dtype) * valid[:, None, :]
+    C = C.to(work_dtype) * valid[:, None, :]
+    A = A.to(work_dtype)
 
-    q = min(block_size, n)
-    length = math.ceil(n / q) * q
+    sizes = _schedule(n, block_size)
+    length = math.ceil(n / sizes[0]) * sizes[0] if sizes else n
     if length != n:  # zero Δ, B, C on the padding chunk tail: it adds nothing
         pad = (0, length - n)
-        delta, B, C = (torch.nn.functional.pad(x, pad) for x in (delta, B, C))
+        delta, B, C = (F.pad(x, pad) for x in (delta, B, C))
+    dt = delta.transpose(0, 1).contiguous()  # channels first: (D, b, L)
+    logdt = torch.log(dt)  # −inf where Δ = 0: exp gives exactly 0
+    B_t, C_t = B.transpose(0, 1).contiguous(), C.transpose(0, 1).contiguous()
     per_channel = channels != "mean"
-    dt, B_t, C_t = delta.transpose(1, 2).contiguous(), B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
-    chunks = length // q
     if channel_block is None:
-        # largest per-channel intermediates: the scaled key blocks / exact leaves, plus the kept output
-        per_channel_elements = batch * states * length * max(chunks, _LEAF) * 2
-        per_channel_elements += batch * length * length if per_channel else 0
-        channel_block = max(1, _BLOCK_ELEMENTS // max(per_channel_elements, 1))
-    elif isinstance(channel_block, bool) or not isinstance(channel_block, int) or channel_block < 1:
-        raise ValueError(f"Expected `channel_block` to be a positive integer or None, but got {channel_block!r}.")
+        budget = _CPU_BLOCK_ELEMENTS if dt.device.type == "cpu" else _GPU_BLOCK_ELEMENTS
+        chunks = length // sizes[0] if sizes else 1
+        per_channel_elements = batch * states * length * max(chunks, length if not sizes else 1)
+        channel_block = max(1, budget // per_channel_elements)
 
+    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (delta, A, B, C))
+    work = _Workspace(enabled=not needs_grad)
     total = None
     parts = []
     for start in range(0, channels_count, channel_block):
         stop = min(start + channel_block, channels_count)
-        block = _hidden_attention_block(dt[:, :, start:stop].contiguous(), A[start:stop], B_t, C_t, q, per_channel)
+        block = _hidden_attention_block(dt[start:stop], logdt[start:stop], A[start:stop], B_t, C_t, sizes,
+                                        per_channel, work)
         if channels == "none":
             parts.append(block)
             continue

@@ -152,3 +152,12 @@ def test_shared_diffusion_cache_equals_direct_call(generator):
     torch.testing.assert_close(diffused, network_diffusion(attn.mean(2), alpha=0.8))
     torch.testing.assert_close(rolled, rollout(network_diffusion(attn.mean(2), alpha=0.8)))
     assert len(cache) == 1
+
+
+def test_flow_in_the_study(tiny_bert_dir, tiny_sst2_dir, tmp_path):
+    out = tmp_path / "run"
+    assert main(["--quiet", "sst2", "--model", str(tiny_bert_dir), "--data", str(tiny_sst2_dir), "--limit", "6",
+                 "--methods", "rollout,flow", "--out", str(out)]) == 0
+    document = json.loads((out / "results.json").read_text())
+    assert len(document["methods"]["flow"]["median"]) == 2
+    assert "| flow |" in (out / "table.md").read_text()

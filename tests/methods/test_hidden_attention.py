@@ -166,3 +166,39 @@ def test_rejects_bad_options():
         hidden_attention(delta, A, B, C, channel_block=0)
     with pytest.raises(ValueError, match=r"Expected `mask` to have shape \(B, n\) = \(2, 6\)"):
         hidden_attention(delta, A, B, C, mask=torch.ones(2, 5, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("n", [17, 70])
+def test_default_two_level_schedule_matches_reference(n):
+    from attnlens.methods.hidden_attention import _schedule
+
+    assert _schedule(70, None) == [24, 8] and _schedule(197, None) == [40, 8] and _schedule(16, None) == []
+    delta, A, B, C = _inputs(1, 2, 3, n, seed=3)
+    expected = _reference(delta, A, B, C)
+    torch.testing.assert_close(hidden_attention(delta, A, B, C, channels="none"), expected, atol=ATOL, rtol=0)
+    torch.testing.assert_close(hidden_attention(delta, A, B, C), expected.mean(1), atol=ATOL, rtol=0)
+
+
+def test_zero_decay_and_zero_steps_are_exact():
+    delta, A, B, C = _inputs(1, 3, 4, 21, seed=4)
+    A[0] = 0.0  # no decay at all (A = -exp(A_log) is never 0 in practice, but it is allowed)
+    delta[0, 1, 5:9] = 0.0  # Δ = 0: log Δ = -inf must give exactly 0
+    got = hidden_attention(delta, A, B, C, channels="none", block_size=8)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, _reference(delta, A, B, C), atol=ATOL, rtol=0)
+
+
+def test_float32_agrees_with_float64():
+    delta, A, B, C = _inputs(1, 16, 16, 60, seed=5)
+    low = hidden_attention(delta.float(), A.float(), B.float(), C.float())
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low.double(), hidden_attention(delta, A, B, C), atol=1e-5, rtol=1e-4)
+
+
+def test_differentiable():
+    delta, A, B, C = _inputs(1, 2, 2, 11, seed=6)
+    delta.requires_grad_(True)
+    B.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda d, b: hidden_attention(d, A, b, C, channels="abs_mean", block_size=4), (delta, B), fast_mode=True
+    )
