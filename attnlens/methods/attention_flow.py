@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -13,9 +14,11 @@ from attnlens.methods._common import _fuse_if_per_head, _normalize_rows, _residu
 from attnlens.methods._maxflow import _layered_max_flows
 
 
-def _attention_flow_check(attn: Tensor, layer: int | None, progress: object) -> tuple[int, list[int]]:
+def _attention_flow_check(attn: Tensor, layer: int | None, progress: object, workers: object) -> tuple[int, list[int]]:
     """Validate the options; return the number of layers and the 0-based layers to compute."""
     layers = attn.shape[1]
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"Expected `workers` to be None or a positive integer, but got {workers!r}.")
     if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or not -layers <= layer < layers):
         raise ValueError(f"Expected `layer` to be None or an integer in [{-layers}, {layers - 1}], but got {layer!r}.")
     if progress is not None and not callable(progress):
@@ -35,6 +38,7 @@ def attention_flow(
     residual: bool = True,
     head_fusion: str = "mean",
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> Tensor:
     """Max flow from each output position of a layer to each input token, rows normalised to sum to 1.
 
@@ -54,6 +58,8 @@ def attention_flow(
         head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads.
         progress: called as ``progress(done, total)`` after each (example, layer) is finished,
             ``total = B * (L if layer is None else 1)``; for progress bars and time estimates.
+        workers: threads solving (example, layer) problems in parallel (the compiled solver
+            releases the GIL); None uses ``torch.get_num_threads()``.
 
     Returns:
         `(B, n, n)` flow for one layer, or `(B, L, n, n)` for ``layer=None`` (first layer first).
@@ -72,7 +78,7 @@ def attention_flow(
     """
     fused = _fuse_if_per_head(attn, how=head_fusion)
     mask = _check_mask(mask, "mask", fused.shape[0], fused.shape[-1], fused.device)
-    layers, wanted = _attention_flow_check(fused, layer, progress)
+    layers, wanted = _attention_flow_check(fused, layer, progress, workers)
     capacity = _residual_attention(fused, mask, residual=residual)
     batch, n = capacity.shape[0], capacity.shape[-1]
     # The search is sequential: it runs on float64 numpy copies; each example on its valid tokens only,
@@ -80,15 +86,23 @@ def attention_flow(
     capacity_np = capacity.detach().to(device="cpu", dtype=torch.float64).numpy()
     mask_np = mask.detach().to("cpu").numpy()
     flows = np.zeros((batch, len(wanted), n, n), dtype=np.float64)
-    total, done = batch * len(wanted), 0
+    compact = []
     for b in range(batch):
         valid = np.flatnonzero(mask_np[b])
-        compact = capacity_np[b][:, valid][:, :, valid]
-        for slot, top in enumerate(wanted):
-            # arcs of layer l + 1 run from node layer l + 1 down to node layer l: cap[l] = Â_{l+1}
-            flows[b, slot][np.ix_(valid, valid)] = _layered_max_flows(compact[: top + 1])
-            done += 1
+        compact.append((valid, np.ascontiguousarray(capacity_np[b][:, valid][:, :, valid])))
+    # arcs of layer l + 1 run from node layer l + 1 down to node layer l: cap[l] = Â_{l+1}
+    tasks = [(b, slot, top) for b in range(batch) for slot, top in enumerate(wanted)]
+
+    def solve(task: tuple[int, int, int]) -> np.ndarray:
+        b, _, top = task
+        return _layered_max_flows(compact[b][1][: top + 1])
+
+    threads = min(len(tasks), workers if workers is not None else torch.get_num_threads())
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for done, ((b, slot, _), solved) in enumerate(zip(tasks, pool.map(solve, tasks)), start=1):
+            valid = compact[b][0]
+            flows[b, slot][np.ix_(valid, valid)] = solved
             if progress is not None:
-                progress(done, total)
+                progress(done, len(tasks))
     result = _normalize_rows(torch.from_numpy(flows)).to(device=attn.device, dtype=attn.dtype)
     return result if layer is None else result[:, 0]

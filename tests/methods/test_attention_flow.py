@@ -198,3 +198,15 @@ def test_input_errors():
         attention_flow(torch.ones(2, 2, 2))
     with pytest.raises(TypeError, match=r"Expected `attn` to have a floating dtype, but got torch.int64\."):
         attention_flow(torch.ones(1, 1, 2, 2, dtype=torch.long))
+
+
+def test_threads_give_the_same_flows():
+    attn = torch.softmax(torch.randn(5, 3, 6, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 3,
+                         dim=-1)
+    torch.testing.assert_close(attention_flow(attn, layer=None, workers=3), attention_flow(attn, layer=None, workers=1),
+                               atol=0, rtol=0)
+
+
+def test_bad_workers():
+    with pytest.raises(ValueError, match="Expected `workers` to be None or a positive integer, but got 0"):
+        attention_flow(torch.full((1, 1, 2, 2), 0.5), workers=0)
