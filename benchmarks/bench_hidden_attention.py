@@ -87,7 +87,9 @@ _prev_BLOCK_ELEMENTS = 2**24
 _prev_LEAF = 4
 
 
-def _prev_hidden_attention_check(delta: Tensor, A: Tensor, B: Tensor, C: Tensor, channels: str, block_size: int) -> None:
+def _prev_hidden_attention_check(
+    delta: Tensor, A: Tensor, B: Tensor, C: Tensor, channels: str, block_size: int
+) -> None:
     for value, name in ((delta, "delta"), (A, "A"), (B, "B"), (C, "C")):
         _check_floating(value, name)
     _check_ndim(delta, "delta", (3,), "(B, D, n)")
@@ -159,7 +161,9 @@ def _prev_sub_chunk(q: int) -> int | None:
     return None
 
 
-def _prev_hidden_attention_block(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, q: int | None, per_channel: bool) -> Tensor:
+def _prev_hidden_attention_block(
+    dt: Tensor, A: Tensor, B: Tensor, C: Tensor, q: int | None, per_channel: bool
+) -> Tensor:
     """Tokens-first `dt (b, K·Q, D)`, `A (D, N)`, `B, C (b, K·Q, N)` → lower-triangular `(b, [D,] K·Q, K·Q)`."""
     batch, length, channels = dt.shape
     if q is None or q >= length:
@@ -353,7 +357,8 @@ def main() -> None:
         print(f"| {channels} | {n} | {authors:.2f}{authors_how} | {reference:.3f}{reference_how} | {previous:.4f} "
               f"| {fast:.4f} | {authors / fast:.0f}x | {reference / fast:.0f}x | {previous / fast:.1f}x "
               f"| {previous_peak:.1f} | {peak:.1f} |", flush=True)
-    print("\nmax |new − previous| over all rows (float32):", f"{max(r['max_abs_diff_new_vs_previous'] for r in rows):.1e}")
+    worst = max(r["max_abs_diff_new_vs_previous"] for r in rows)
+    print(f"\nmax |new − previous| over all rows (float32): {worst:.1e}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

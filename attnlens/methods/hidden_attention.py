@@ -139,15 +139,19 @@ def _schedule(n: int, block_size: int | None) -> list[int]:
     return best
 
 
-def _diagonal(dt: Tensor, logdt: Tensor, A: Tensor, B: Tensor, C: Tensor, per_channel: bool, work: _Workspace) -> Tensor:
-    """Entry by entry on the lower triangle; channels-first `dt, logdt (D, m, q)`, `B, C (N, m, q)` → `(m, [D,] q, q)`."""
+def _diagonal(
+    dt: Tensor, logdt: Tensor, A: Tensor, B: Tensor, C: Tensor, per_channel: bool, work: _Workspace
+) -> Tensor:
+    """Entry by entry on the lower triangle.
+
+    Channels-first `dt, logdt (D, m, q)`, `B, C (N, m, q)` → `(m, [D,] q, q)`.
+    """
     channels, m, q = dt.shape
     rows, cols = torch.tril_indices(q, q, device=dt.device)
     local = torch.cumsum(dt, dim=-1)
     gap = local[..., rows] - local[..., cols]  # (D, m, p) ≥ 0: cumulative sums of Δ ≥ 0 never decrease
-    exponent = torch.addcmul(
-        logdt[:, None, :, cols], A[:, :, None, None], gap[:, None], out=work("diag", (channels, A.shape[1], m, rows.numel()), dt)
-    )
+    buffer = work("diag", (channels, A.shape[1], m, rows.numel()), dt)
+    exponent = torch.addcmul(logdt[:, None, :, cols], A[:, :, None, None], gap[:, None], out=buffer)
     terms = _decay_(exponent)  # (D, N, m, p): exp(A (t_r − t_c)) Δ_c
     weights = C[..., rows] * B[..., cols]  # (N, m, p)
     if per_channel:
@@ -171,7 +175,7 @@ def _hidden_attention_block(
     dt: Tensor, logdt: Tensor, A: Tensor, B: Tensor, C: Tensor, sizes: list[int], per_channel: bool,
     work: _Workspace, level: int = 0,
 ) -> Tensor:
-    """Channels-first `dt, logdt (D, b, K·q)`, `A (D, N)`, `B, C (N, b, K·q)` → lower-triangular `(b, [D,] L, L)`."""
+    """Channels-first `dt, logdt (D, b, L)`, `A (D, N)`, `B, C (N, b, L)` → lower-triangular `(b, [D,] L, L)`."""
     channels, batch, length = dt.shape
     if not sizes or sizes[0] >= length:
         return _diagonal(dt, logdt, A, B, C, per_channel, work)
@@ -189,14 +193,15 @@ def _hidden_attention_block(
     right = _mul_(_decay_(right), B.view(1, states, batch, chunks, q))  # R
     between = torch.einsum("dbm,ijm->dbij", totals, _between_matrix(chunks, dt.dtype, dt.device))
     scale = _decay_(between[:, None] * A[:, :, None, None, None])  # P (D, N, b, I, J)
-    scale = _mul_(scale, torch.ones(chunks, chunks, dtype=dt.dtype, device=dt.device).tril(-1))  # keys in earlier chunks only
+    earlier = torch.ones(chunks, chunks, dtype=dt.dtype, device=dt.device).tril(-1)
+    scale = _mul_(scale, earlier)  # keys in earlier chunks only
 
     if per_channel:  # contract the states per channel: (b, I, D) batches of (q × N) @ (N × L)
         p_t = _copy(scale.permute(2, 3, 0, 4, 1), work(("P", level), (batch, chunks, channels, chunks, states), dt))
         r_t = _copy(right.permute(2, 0, 3, 4, 1), work(("R", level), (batch, channels, chunks, q, states), dt))
         g_t = _copy(left.permute(2, 3, 0, 4, 1), work(("G", level), (batch, chunks, channels, q, states), dt))
-        keys = torch.mul(p_t[:, :, :, :, None], r_t[:, None],
-                         out=work(("keys", level), (batch, chunks, channels, chunks, q, states), dt))
+        buffer = work(("keys", level), (batch, chunks, channels, chunks, q, states), dt)
+        keys = torch.mul(p_t[:, :, :, :, None], r_t[:, None], out=buffer)
         out = torch.matmul(g_t, keys.view(batch, chunks, channels, length, states).transpose(-1, -2))
         out = out.transpose(1, 2).reshape(batch, channels, chunks, q, chunks, q)
     else:  # contract channels and states at once: (b, I) batches of (q × D·N) @ (D·N × L)
@@ -204,8 +209,8 @@ def _hidden_attention_block(
         p_t = _copy(scale.permute(2, 3, 4, 0, 1), work(("P", level), (batch, chunks, chunks, channels, states), dt))
         r_t = _copy(right.permute(2, 3, 4, 0, 1), work(("R", level), (batch, chunks, q, channels, states), dt))
         g_t = _copy(left.permute(2, 3, 4, 0, 1), work(("G", level), (batch, chunks, q, channels, states), dt))
-        keys = torch.mul(p_t[:, :, :, None], r_t[:, None],
-                         out=work(("keys", level), (batch, chunks, chunks, q, channels, states), dt))
+        buffer = work(("keys", level), (batch, chunks, chunks, q, channels, states), dt)
+        keys = torch.mul(p_t[:, :, :, None], r_t[:, None], out=buffer)
         out = torch.bmm(g_t.view(batch * chunks, q, inner), keys.view(batch * chunks, length, inner).transpose(1, 2))
         out = out.view(batch, chunks, q, chunks, q)
 
