@@ -177,45 +177,35 @@ def run_sst2_study(
     layers_used = {m.name: np.zeros(total) for m in methods if m.uses_threshold}
     entropy = {m.name: np.full((total, layers), np.nan) for m in methods}
     gini_scores = {m.name: np.full((total, layers), np.nan) for m in methods}
-    correct = 0
+    correct = torch.zeros((), dtype=torch.long, device=config.device)
     timings = {"model": 0.0, "methods": 0.0}
+    pending: list[tuple[list[int], torch.Tensor, dict[str, torch.Tensor]]] = []
     done = 0
     for batch in _length_batches(lengths, config.batch_size):
         start = time.perf_counter()
         trace = adapter.trace([sentences[i] for i in batch], target=config.target,
                               labels=[labels[i] for i in batch], saliency=config.saliency,
                               saliency_at=config.saliency_at)
-        _sync(trace.attentions)
         timings["model"] += time.perf_counter() - start
         start = time.perf_counter()
-        correct += int((trace.logits.argmax(dim=-1) == trace.labels).sum())
-        corr_mask = trace.mask & ~trace.special_mask if config.exclude_special else trace.mask
-        corr_mask = torch.where(corr_mask.any(dim=-1, keepdim=True), corr_mask, trace.mask)
-        attn = trace.attentions
-        per_method = {}
-        cache: dict = {}
-        for method in methods:
-            joint, used = method.compute(attn, trace.mask, cache)
-            scores = relevance(joint, mask=trace.mask, reduce=config.reduce)  # (B, L, n)
-            batch_size, n_layers, n = scores.shape
-            flat_mask = corr_mask[:, None, :].expand(-1, n_layers, -1).reshape(-1, n)
-            flat_scores = scores.reshape(-1, n)
-            rho = spearman(flat_scores, trace.saliency[:, None, :].expand(-1, n_layers, -1).reshape(-1, n),
-                           mask=flat_mask)
-            clarity = _clarity(flat_scores, flat_mask)
-            per_method[method.name] = (rho.reshape(batch_size, n_layers), used,
-                                       [c.reshape(batch_size, n_layers) for c in clarity])
-        index = torch.as_tensor(batch).numpy()
-        for name, (rho, used, (ent, gin)) in per_method.items():
-            correlations[name][index] = rho.double().cpu().numpy()
-            entropy[name][index] = ent.double().cpu().numpy()
-            gini_scores[name][index] = gin.double().cpu().numpy()
-            if used is not None:
-                layers_used[name][index] = used.sum(dim=-1).double().cpu().numpy()
+        correct += (trace.logits.argmax(dim=-1) == trace.labels).sum()
+        pending.append((batch, *_score_batch(trace, methods, config)))
         timings["methods"] += time.perf_counter() - start
         done += len(batch)
         if progress is not None:
             progress(done, total)
+    start = time.perf_counter()
+    for batch, scores, used in pending:  # one transfer per batch, after all device work is queued
+        index = np.asarray(batch)
+        scores = scores.double().cpu().numpy()  # (3, M, B, L): rho, entropy, Gini
+        for slot, method in enumerate(methods):
+            correlations[method.name][index] = scores[0, slot]
+            entropy[method.name][index] = scores[1, slot]
+            gini_scores[method.name][index] = scores[2, slot]
+        for name, count in used.items():
+            layers_used[name][index] = count.double().cpu().numpy()
+    correct = int(correct)
+    timings["transfer"] = time.perf_counter() - start
     result = SST2StudyResult(config=config, model=str(model_name), n_examples=total, accuracy=correct / total,
                              num_layers=layers, correlations=correlations, entropy=entropy, gini=gini_scores,
                              layers_used=layers_used,
@@ -226,6 +216,31 @@ def run_sst2_study(
     return result
 
 
+def _score_batch(trace, methods: list[StudyMethod], config: SST2StudyConfig) -> tuple[torch.Tensor,
+                                                                                     dict[str, torch.Tensor]]:
+    """Every method's per-layer relevance for one batch, scored together: Spearman ρ against the
+    saliency, normalized entropy and Gini, as one `(3, M, B, L)` tensor on the batch's device,
+    plus the number of layers each selective method composed per example."""
+    corr_mask = trace.mask & ~trace.special_mask if config.exclude_special else trace.mask
+    corr_mask = torch.where(corr_mask.any(dim=-1, keepdim=True), corr_mask, trace.mask)
+    cache: dict = {}
+    joints, used = [], {}
+    for method in methods:
+        joint, composed = method.compute(trace.attentions, trace.mask, cache)
+        joints.append(joint)
+        if composed is not None:
+            used[method.name] = composed.sum(dim=-1)
+    batch, layers, n = len(trace.tokens), joints[0].shape[1], trace.mask.shape[1]
+    count = len(methods)
+    scores = relevance(torch.cat(joints), mask=trace.mask.repeat(count, 1), reduce=config.reduce)  # (M*B, L, n)
+    flat = scores.reshape(-1, n)
+    flat_mask = corr_mask[None, :, None, :].expand(count, batch, layers, n).reshape(-1, n)
+    saliency = trace.saliency[None, :, None, :].expand(count, batch, layers, n).reshape(-1, n)
+    rho = spearman(flat, saliency, mask=flat_mask)
+    entropy, gini_values = _clarity(flat, flat_mask)
+    return torch.stack([rho, entropy, gini_values]).reshape(3, count, batch, layers), used
+
+
 def _clarity(scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalized entropy and Gini of `(M, n)` relevance maps; NaN for maps with no mass."""
     scores = scores.clamp_min(0)
@@ -234,11 +249,6 @@ def _clarity(scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, to
     nan = torch.tensor(float("nan"), dtype=scores.dtype, device=scores.device)
     return (torch.where(empty, nan, normalized_entropy(safe, mask=mask)),
             torch.where(empty, nan, gini(safe, mask=mask)))
-
-
-def _sync(tensor: torch.Tensor) -> None:
-    if tensor.is_cuda:
-        torch.cuda.synchronize(tensor.device)
 
 
 def summarize_study(result: SST2StudyResult) -> dict[str, dict]:

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from attnlens.methods import fuse_heads, raw_attention, rollout, selective_rollout
+from attnlens.methods import fuse_heads, raw_attention
+from attnlens.methods._common import _residual_attention
+from attnlens.methods.rollout import _rollout_compute, _selective_rollout_compute
 
 METHOD_FAMILIES = ("raw", "rollout", "selective", "flow", "diffusion", "diffused_rollout", "diffused_selective")
 ComputeFn = Callable[[Tensor, Tensor, dict], "tuple[Tensor, Tensor | None]"]
@@ -60,12 +62,27 @@ def _fused(attn: Tensor, head_fusion: str) -> Tensor:
     return fuse_heads(attn, how=head_fusion) if attn.ndim == 5 else attn
 
 
+def _augmented(attn: Tensor, mask: Tensor, residual: bool, cache: dict, source: tuple) -> Tensor:
+    """Â = norm_rows(A + I) of already head-fused `(B, L, n, n)` attention, once per batch and source."""
+    key = ("augmented", residual, *source)
+    if key not in cache:
+        cache[key] = _residual_attention(attn, mask, residual=residual)
+    return cache[key]
+
+
+def _fused_cached(attn: Tensor, head_fusion: str, cache: dict) -> Tensor:
+    key = ("fused", head_fusion)
+    if key not in cache:
+        cache[key] = _fused(attn, head_fusion)
+    return cache[key]
+
+
 def _diffuse(attn: Tensor, mask: Tensor, alpha: float, head_fusion: str, cache: dict) -> Tensor:
     from attnlens.methods.network_diffusion import network_diffusion  # noqa: PLC0415
 
     key = ("diffusion", alpha, head_fusion)
     if key not in cache:
-        cache[key] = network_diffusion(_fused(attn, head_fusion), alpha=alpha, mask=mask)
+        cache[key] = network_diffusion(_fused_cached(attn, head_fusion, cache), alpha=alpha, mask=mask)
     return cache[key]
 
 
@@ -109,16 +126,18 @@ def build_study_methods(
     for family in methods:
         if family == "raw":
             built.append(StudyMethod("raw", family, lambda a, m, c: (
-                raw_attention(a, mask=m, head_fusion=head_fusion), None)))
+                raw_attention(_fused_cached(a, head_fusion, c), mask=m), None)))
         elif family == "rollout":
             built.append(StudyMethod("rollout", family, lambda a, m, c: (
-                rollout(a, mask=m, residual=residual, head_fusion=head_fusion), None)))
+                _rollout_compute(_augmented(_fused_cached(a, head_fusion, c), m, residual, c, (head_fusion,)), m),
+                None)))
         elif family == "selective":
             for text in thresholds:
                 built.append(StudyMethod(f"selective@{text}", family, _selective_fn(float(text), distance, head_fusion,
                                                                                    residual), True))
         elif family == "flow":
-            built.append(StudyMethod("flow", family, lambda a, m, c: (_flow(a, m, head_fusion), None)))
+            built.append(StudyMethod("flow", family, lambda a, m, c: (_flow(_fused_cached(a, head_fusion, c), m,
+                                                                            head_fusion), None)))
         else:
             for alpha_text in alphas:
                 alpha = float(alpha_text)
@@ -137,8 +156,8 @@ def build_study_methods(
 
 def _selective_fn(threshold: float, distance: str, head_fusion: str, residual: bool) -> ComputeFn:
     def compute(attn: Tensor, mask: Tensor, cache: dict) -> tuple[Tensor, Tensor]:
-        result = selective_rollout(attn, threshold=threshold, mask=mask, distance=distance, head_fusion=head_fusion,
-                                   residual=residual)
+        augmented = _augmented(_fused_cached(attn, head_fusion, cache), mask, residual, cache, (head_fusion,))
+        result = _selective_rollout_compute(augmented, mask, threshold, distance)
         return result.joint, result.used
 
     return compute
@@ -149,15 +168,19 @@ def _diffusion_fn(alpha: float, head_fusion: str) -> ComputeFn:
 
 
 def _diffused_rollout_fn(alpha: float, head_fusion: str, residual: bool) -> ComputeFn:
-    return lambda attn, mask, cache: (rollout(_diffuse(attn, mask, alpha, head_fusion, cache), mask=mask,
-                                              residual=residual), None)
+    def compute(attn: Tensor, mask: Tensor, cache: dict) -> tuple[Tensor, None]:
+        diffused = _diffuse(attn, mask, alpha, head_fusion, cache)
+        return _rollout_compute(_augmented(diffused, mask, residual, cache, ("diffused", alpha, head_fusion)), mask), None
+
+    return compute
 
 
 def _diffused_selective_fn(alpha: float, threshold: float, distance: str, head_fusion: str,
                            residual: bool) -> ComputeFn:
     def compute(attn: Tensor, mask: Tensor, cache: dict) -> tuple[Tensor, Tensor]:
-        result = selective_rollout(_diffuse(attn, mask, alpha, head_fusion, cache), threshold=threshold, mask=mask,
-                                   distance=distance, residual=residual)
+        diffused = _diffuse(attn, mask, alpha, head_fusion, cache)
+        augmented = _augmented(diffused, mask, residual, cache, ("diffused", alpha, head_fusion))
+        result = _selective_rollout_compute(augmented, mask, threshold, distance)
         return result.joint, result.used
 
     return compute

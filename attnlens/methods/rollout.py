@@ -71,9 +71,14 @@ def rollout(
         raise ValueError(f"Expected `start_layer` to be an integer in [{-layers}, {layers - 1}], but got {start_layer}.")
     start_layer %= layers
     augmented, mask = _rollout_prepare(attn, mask, residual, head_fusion)
+    return _rollout_compute(augmented, mask, start_layer)
+
+
+def _rollout_compute(augmented: Tensor, mask: Tensor, start_layer: int = 0) -> Tensor:
+    """Rollout of already residual-augmented, row-normalised `(B, L, n, n)` attention (no checks)."""
     joint = _masked_identity(mask, 3, augmented.dtype)
     steps = []
-    for layer in range(layers):
+    for layer in range(augmented.shape[1]):
         if layer >= start_layer:
             joint = torch.matmul(augmented[:, layer], joint)
         steps.append(joint)

@@ -120,7 +120,7 @@ class TextClassifierAdapter:
 
     # --- tracing ------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
-        """Tokenize with dynamic padding and truncation at `max_length`, warning per truncated text.
+        """Tokenize (on the CPU) with dynamic padding and truncation at `max_length`, warning per truncated text.
 
         Raises:
             ExplainError: on an empty list or an empty/blank text.
@@ -141,7 +141,7 @@ class TextClassifierAdapter:
                                   stacklevel=3)
             encoded = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
                                      return_tensors="pt")
-        return {key: value.to(self.device) for key, value in encoded.items()}
+        return dict(encoded)
 
     def trace(
         self,
@@ -178,12 +178,18 @@ class TextClassifierAdapter:
             _check_choice(saliency, "saliency", SALIENCY_REDUCTIONS)
         _check_choice(saliency_at, "saliency_at", SALIENCY_POSITIONS)
         encoded = self.tokenize(texts)
+        # token strings and special-token flags come from the CPU copy, so tracing never waits on the device
+        cpu_ids, cpu_mask = encoded["input_ids"], encoded["attention_mask"].bool()
+        tokens = [self.tokenizer.convert_ids_to_tokens(ids[m].tolist()) for ids, m in zip(cpu_ids, cpu_mask)]
+        special = torch.isin(cpu_ids, torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=cpu_ids.dtype))
+        encoded = {key: value.to(self.device, non_blocking=True) for key, value in encoded.items()}
         input_ids = encoded.pop("input_ids")
         mask = encoded["attention_mask"].bool()
+        special = special.to(self.device, non_blocking=True) & mask
         batch = input_ids.shape[0]
         gold = None
         if labels is not None:
-            gold = torch.as_tensor(labels, dtype=torch.long, device=self.device).reshape(-1)
+            gold = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
             if gold.shape[0] != batch:
                 raise ExplainError(f"Expected `labels` to have {batch} entries, but got {gold.shape[0]}.")
         embedding_layer = self.model.get_input_embeddings()
@@ -204,6 +210,7 @@ class TextClassifierAdapter:
                 )
             logits = outputs.logits
             chosen = self._resolve_target(target, logits, gold)
+            gold = None if gold is None else gold.to(self.device, non_blocking=True)
             grads = None
             if saliency is not None:
                 picked = logits.gather(1, chosen[:, None]).sum()
@@ -211,16 +218,11 @@ class TextClassifierAdapter:
         stacked = torch.stack([a.detach() for a in attentions], dim=1)
         stacked = stacked * mask[:, None, None, None, :].to(stacked.dtype)
         sal = reduce_saliency(grads, grad_at.detach(), mask, saliency) if grads is not None else None
-        tokens = [
-            self.tokenizer.convert_ids_to_tokens(ids[m].tolist()) for ids, m in zip(input_ids.cpu(), mask.cpu())
-        ]
-        special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=input_ids.dtype,
-                                   device=input_ids.device)
-        special = torch.isin(input_ids, special_ids) & mask
         return Trace(tokens=tokens, mask=mask, attentions=stacked, logits=logits.detach(), target=chosen,
                      saliency=sal, input_ids=input_ids, labels=gold, special_mask=special)
 
     def _resolve_target(self, target: object, logits: Tensor, gold: Tensor | None) -> Tensor:
+        """The explained classes: the argmax on the device, or CPU-checked indices moved there."""
         batch, classes = logits.shape
         if target is None:
             target = "pred"
@@ -232,13 +234,13 @@ class TextClassifierAdapter:
                 raise ExplainError("Expected `labels` when `target` is 'gold', but got none.")
             chosen = gold
         else:
-            chosen = torch.as_tensor(target, dtype=torch.long, device=logits.device).reshape(-1)
+            chosen = torch.as_tensor(target, dtype=torch.long).cpu().reshape(-1)
             if chosen.numel() == 1:
                 chosen = chosen.expand(batch)
         if chosen.shape[0] != batch or bool(((chosen < 0) | (chosen >= classes)).any()):
             raise ExplainError(f"Expected `target` to hold {batch} class indices in [0, {classes - 1}], but got "
                                f"{chosen.tolist()}.")
-        return chosen.contiguous()
+        return chosen.contiguous().to(logits.device, non_blocking=True)
 
 
 def load_text_classifier(name_or_path: str, *, device: str | torch.device = "cpu") -> TextClassifierAdapter:
