@@ -18,9 +18,9 @@ import torch
 from attnlens._checks import _check_choice
 from attnlens.datasets.sst2 import load_sst2
 from attnlens.experiments.study_methods import METHOD_FAMILIES, StudyMethod, build_study_methods, parse_numbers
-from attnlens.methods.relevance import relevance
-from attnlens.metrics.clarity import gini, normalized_entropy
-from attnlens.metrics.spearman import spearman
+from attnlens.methods.relevance import _relevance_compute
+from attnlens.metrics.clarity import _gini_compute, _normalized_entropy_compute
+from attnlens.metrics.spearman import _spearman_compute
 from attnlens.metrics.summary import paired_wilcoxon, summarize_score_table
 from attnlens.models.defaults import resolve_sst2_model
 from attnlens.models.hf_text import SALIENCY_POSITIONS, SALIENCY_REDUCTIONS, TextClassifierAdapter
@@ -177,7 +177,7 @@ def run_sst2_study(
     layers_used = {m.name: np.zeros(total) for m in methods if m.uses_threshold}
     entropy = {m.name: np.full((total, layers), np.nan) for m in methods}
     gini_scores = {m.name: np.full((total, layers), np.nan) for m in methods}
-    correct = torch.zeros((), dtype=torch.long, device=config.device)
+    correct = 0
     timings = {"model": 0.0, "methods": 0.0}
     pending: list[tuple[list[int], torch.Tensor, dict[str, torch.Tensor]]] = []
     done = 0
@@ -188,7 +188,7 @@ def run_sst2_study(
                               saliency_at=config.saliency_at)
         timings["model"] += time.perf_counter() - start
         start = time.perf_counter()
-        correct += (trace.logits.argmax(dim=-1) == trace.labels).sum()
+        correct = correct + (trace.logits.argmax(dim=-1) == trace.labels).sum()  # stays on the device
         pending.append((batch, *_score_batch(trace, methods, config)))
         timings["methods"] += time.perf_counter() - start
         done += len(batch)
@@ -232,11 +232,12 @@ def _score_batch(trace, methods: list[StudyMethod], config: SST2StudyConfig) -> 
             used[method.name] = composed.sum(dim=-1)
     batch, layers, n = len(trace.tokens), joints[0].shape[1], trace.mask.shape[1]
     count = len(methods)
-    scores = relevance(torch.cat(joints), mask=trace.mask.repeat(count, 1), reduce=config.reduce)  # (M*B, L, n)
+    # the trace was checked by the adapter: the private, check-free parts keep the device busy (no host syncs)
+    scores = _relevance_compute(torch.cat(joints), trace.mask.repeat(count, 1), config.reduce)  # (M*B, L, n)
     flat = scores.reshape(-1, n)
     flat_mask = corr_mask[None, :, None, :].expand(count, batch, layers, n).reshape(-1, n)
     saliency = trace.saliency[None, :, None, :].expand(count, batch, layers, n).reshape(-1, n)
-    rho = spearman(flat, saliency, mask=flat_mask)
+    rho = _spearman_compute(flat, saliency, flat_mask, "average")
     entropy, gini_values = _clarity(flat, flat_mask)
     return torch.stack([rho, entropy, gini_values]).reshape(3, count, batch, layers), used
 
@@ -247,8 +248,9 @@ def _clarity(scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, to
     empty = (scores * mask).sum(dim=-1) <= 0
     safe = torch.where(empty[:, None], torch.ones_like(scores), scores)
     nan = torch.tensor(float("nan"), dtype=scores.dtype, device=scores.device)
-    return (torch.where(empty, nan, normalized_entropy(safe, mask=mask)),
-            torch.where(empty, nan, gini(safe, mask=mask)))
+    safe = safe * mask.to(safe.dtype)
+    return (torch.where(empty, nan, _normalized_entropy_compute(safe, mask)),
+            torch.where(empty, nan, _gini_compute(safe, mask)))
 
 
 def summarize_study(result: SST2StudyResult) -> dict[str, dict]:

@@ -13,10 +13,11 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
-from attnlens.methods import fuse_heads, raw_attention
-from attnlens.methods._common import _residual_attention
+from attnlens.methods import fuse_heads
+from attnlens.methods._common import _apply_mask, _residual_attention
 from attnlens.methods.rollout import _rollout_compute, _selective_rollout_compute
 
 METHOD_FAMILIES = ("raw", "rollout", "selective", "flow", "diffusion", "diffused_rollout", "diffused_selective")
@@ -123,18 +124,19 @@ def build_study_methods(
     if len(set(methods)) != len(methods):
         raise ValueError(f"Expected the entries of `methods` to be distinct, but got {','.join(methods)}.")
     built: list[StudyMethod] = []
+    numbers = tuple(float(t) for t in thresholds)
     for family in methods:
         if family == "raw":
             built.append(StudyMethod("raw", family, lambda a, m, c: (
-                raw_attention(_fused_cached(a, head_fusion, c), mask=m), None)))
+                _apply_mask(_fused_cached(a, head_fusion, c), m), None)))
         elif family == "rollout":
             built.append(StudyMethod("rollout", family, lambda a, m, c: (
                 _rollout_compute(_augmented(_fused_cached(a, head_fusion, c), m, residual, c, (head_fusion,)), m),
                 None)))
         elif family == "selective":
             for text in thresholds:
-                built.append(StudyMethod(f"selective@{text}", family, _selective_fn(float(text), distance, head_fusion,
-                                                                                   residual), True))
+                compute = _selective_fn(float(text), numbers, distance, head_fusion, residual)
+                built.append(StudyMethod(f"selective@{text}", family, compute, True))
         elif family == "flow":
             built.append(StudyMethod("flow", family, lambda a, m, c: (_flow(_fused_cached(a, head_fusion, c), m,
                                                                             head_fusion), None)))
@@ -150,15 +152,30 @@ def build_study_methods(
                     for text in thresholds:
                         built.append(StudyMethod(
                             f"diffused_selective@{alpha_text}:{text}", family,
-                            _diffused_selective_fn(alpha, float(text), distance, head_fusion, residual), True))
+                            _diffused_selective_fn(alpha, float(text), numbers, distance, head_fusion, residual), True))
     return built
 
 
-def _selective_fn(threshold: float, distance: str, head_fusion: str, residual: bool) -> ComputeFn:
+def _selective_group(augmented: Tensor, mask: Tensor, thresholds: tuple[float, ...], distance: str, cache: dict,
+                     source: tuple) -> dict[float, tuple[Tensor, Tensor]]:
+    """Selective rollout at every threshold in one pass: the batch is repeated once per threshold
+    (per-example thresholds), so L layer steps serve all of them. Cached per batch and source."""
+    key = ("selective", distance, thresholds, *source)
+    if key not in cache:
+        batch = augmented.shape[0]
+        values = torch.tensor(thresholds, dtype=augmented.dtype, device=augmented.device).repeat_interleave(batch)
+        result = _selective_rollout_compute(augmented.repeat(len(thresholds), 1, 1, 1),
+                                            mask.repeat(len(thresholds), 1), values, distance)
+        joints, used = result.joint.split(batch), result.used.split(batch)
+        cache[key] = {t: (j, u) for t, j, u in zip(thresholds, joints, used)}
+    return cache[key]
+
+
+def _selective_fn(threshold: float, thresholds: tuple[float, ...], distance: str, head_fusion: str,
+                  residual: bool) -> ComputeFn:
     def compute(attn: Tensor, mask: Tensor, cache: dict) -> tuple[Tensor, Tensor]:
         augmented = _augmented(_fused_cached(attn, head_fusion, cache), mask, residual, cache, (head_fusion,))
-        result = _selective_rollout_compute(augmented, mask, threshold, distance)
-        return result.joint, result.used
+        return _selective_group(augmented, mask, thresholds, distance, cache, (head_fusion,))[threshold]
 
     return compute
 
@@ -175,12 +192,12 @@ def _diffused_rollout_fn(alpha: float, head_fusion: str, residual: bool) -> Comp
     return compute
 
 
-def _diffused_selective_fn(alpha: float, threshold: float, distance: str, head_fusion: str,
-                           residual: bool) -> ComputeFn:
+def _diffused_selective_fn(alpha: float, threshold: float, thresholds: tuple[float, ...], distance: str,
+                           head_fusion: str, residual: bool) -> ComputeFn:
     def compute(attn: Tensor, mask: Tensor, cache: dict) -> tuple[Tensor, Tensor]:
         diffused = _diffuse(attn, mask, alpha, head_fusion, cache)
-        augmented = _augmented(diffused, mask, residual, cache, ("diffused", alpha, head_fusion))
-        result = _selective_rollout_compute(augmented, mask, threshold, distance)
-        return result.joint, result.used
+        source = ("diffused", alpha, head_fusion)
+        augmented = _augmented(diffused, mask, residual, cache, source)
+        return _selective_group(augmented, mask, thresholds, distance, cache, source)[threshold]
 
     return compute

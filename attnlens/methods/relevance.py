@@ -50,6 +50,12 @@ def relevance(
     mask = _check_mask(mask, "mask", batch, n, joint.device)
     if isinstance(cls_index, bool) or not isinstance(cls_index, int) or not 0 <= cls_index < n:
         raise ValueError(f"Expected `cls_index` to be an integer in [0, {n - 1}], but got {cls_index}.")
+    return _relevance_compute(joint, mask, reduce, cls_index)
+
+
+def _relevance_compute(joint: Tensor, mask: Tensor, reduce: str, cls_index: int = 0) -> Tensor:
+    """:func:`relevance` on checked inputs (`mask` a bool `(B, n)` tensor); no host sync."""
+    batch, n = joint.shape[0], joint.shape[-1]
     extra = joint.ndim - 3
     key_mask = mask.view(batch, *([1] * extra), n).to(joint.dtype)
     rows = mask.view(batch, *([1] * extra), n, 1)

@@ -85,7 +85,10 @@ def _rollout_compute(augmented: Tensor, mask: Tensor, start_layer: int = 0) -> T
     return torch.stack(steps, dim=1)
 
 
-def _selective_rollout_compute(augmented: Tensor, mask: Tensor, threshold: float, distance: str) -> SelectiveRollout:
+def _selective_rollout_compute(augmented: Tensor, mask: Tensor, threshold: float | Tensor,
+                               distance: str) -> SelectiveRollout:
+    """Selective rollout of residual-augmented `(B, L, n, n)` attention (no checks); `threshold` is a
+    number or a `(B,)` tensor of per-example thresholds (several thresholds in one pass)."""
     batch, layers, n, _ = augmented.shape
     scale = torch.ones(batch, dtype=augmented.dtype, device=augmented.device)
     if distance == "frobenius_per_token":

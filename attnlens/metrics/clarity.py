@@ -57,6 +57,11 @@ def normalized_entropy(relevance: Tensor, *, mask: Tensor | None = None) -> Tens
         tensor([1., 0.])
     """
     relevance, mask = _clarity_check(relevance, mask)
+    return _normalized_entropy_compute(relevance, mask)
+
+
+def _normalized_entropy_compute(relevance: Tensor, mask: Tensor) -> Tensor:
+    """Normalized entropy of checked, masked `(B, n)` relevance with positive mass (no checks, no host sync)."""
     probability = relevance / relevance.sum(dim=-1, keepdim=True)
     safe = torch.where(probability > 0, probability, torch.ones_like(probability))
     entropy = 0.0 - (probability * safe.log()).sum(dim=-1)  # 0.0 - 0.0 is +0, not -0
@@ -92,6 +97,11 @@ def gini(relevance: Tensor, *, mask: Tensor | None = None) -> Tensor:
         tensor([0.0000, 0.7500])
     """
     relevance, mask = _clarity_check(relevance, mask)
+    return _gini_compute(relevance, mask)
+
+
+def _gini_compute(relevance: Tensor, mask: Tensor) -> Tensor:
+    """Gini coefficient of checked, masked `(B, n)` relevance with positive mass (no checks, no host sync)."""
     n = relevance.shape[-1]
     # Padding sorts first (-1 < every valid value); valid token k (1-based, ascending) sits at
     # position k + n - count.

@@ -161,3 +161,26 @@ def test_flow_in_the_study(tiny_bert_dir, tiny_sst2_dir, tmp_path):
     document = json.loads((out / "results.json").read_text())
     assert len(document["methods"]["flow"]["median"]) == 2
     assert "| flow |" in (out / "table.md").read_text()
+
+
+def test_study_methods_equal_the_public_functions(generator):
+    import torch
+
+    from attnlens.experiments.study_methods import build_study_methods
+    from attnlens.methods import network_diffusion, raw_attention, rollout, selective_rollout
+    from tests.conftest import padded_attention, random_attention
+
+    attn, mask = padded_attention(random_attention(generator, 3, 4, 2, 6, 6), [6, 4, 2], generator)
+    built = build_study_methods(["raw", "rollout", "selective", "diffused_selective"], thresholds=["0.05", "0.3"],
+                                alphas=["0.7"])
+    cache: dict = {}
+    got = {m.name: m.compute(attn, mask, cache) for m in built}
+    torch.testing.assert_close(got["raw"][0], raw_attention(attn, mask=mask))
+    torch.testing.assert_close(got["rollout"][0], rollout(attn, mask=mask))
+    diffused = network_diffusion(attn.mean(2), alpha=0.7, mask=mask)
+    for text in ("0.05", "0.3"):
+        expected = selective_rollout(attn, threshold=float(text), mask=mask)
+        torch.testing.assert_close(got[f"selective@{text}"][0], expected.joint)
+        assert torch.equal(got[f"selective@{text}"][1], expected.used)
+        expected = selective_rollout(diffused, threshold=float(text), mask=mask)
+        torch.testing.assert_close(got[f"diffused_selective@0.7:{text}"][0], expected.joint)
