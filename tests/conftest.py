@@ -97,3 +97,30 @@ def tiny_sst2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(42)
+
+
+def word_level_tokenizer(words: list[str]):
+    """A whitespace word-level fast tokenizer over `words` ([UNK] = 0, [PAD] = 1), built in code."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "[PAD]": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]")
+
+
+def tiny_mamba_lm(vocab_size: int, seed: int = 0):
+    """A seeded 2-layer MambaForCausalLM (hidden 16, 4 states) with Δ, A and D moved off their init."""
+    from transformers import MambaConfig, MambaForCausalLM
+
+    torch.manual_seed(seed)
+    config = MambaConfig(vocab_size=vocab_size, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2,
+                         time_step_rank=2)
+    model = MambaForCausalLM(config).eval()
+    with torch.no_grad():
+        for layer in model.backbone.layers:
+            layer.mixer.dt_proj.bias.add_(torch.randn_like(layer.mixer.dt_proj.bias))
+            layer.mixer.A_log.add_(0.5 * torch.randn_like(layer.mixer.A_log))
+            layer.mixer.D.add_(0.5 * torch.randn_like(layer.mixer.D))
+    return model

@@ -35,3 +35,18 @@ def test_attention_map_bad_alpha_exits_2(tiny_bert_dir, tmp_path, capsys):
     assert main(["attention-map", "--model", str(tiny_bert_dir), "--text", "good", "--alpha", "1.0",
                  "--out", str(out)]) == 2
     assert "alpha" in capsys.readouterr().err and not out.exists()
+
+
+def test_explain_mamba_language_model_cli(tmp_path, capsys):
+    from tests.conftest import WORDS, tiny_mamba_lm, word_level_tokenizer
+
+    folder = tmp_path / "mamba"
+    tiny_mamba_lm(len(WORDS) + 2).save_pretrained(folder)
+    word_level_tokenizer(WORDS).save_pretrained(folder)
+    page = tmp_path / "mamba.html"
+    code = main(["explain", "--model", str(folder), "the movie is good", "--target", "fun", "--method", "mamba_attr",
+                 "--html", str(page)])
+    assert code == 0
+    assert "explaining 'fun'" in capsys.readouterr().err
+    html = page.read_text()
+    assert html.count("<span") == 4 and "movie" in html

@@ -2,11 +2,11 @@ from html.parser import HTMLParser
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import MambaConfig, MambaForCausalLM, PreTrainedTokenizerFast
+from transformers import MambaConfig, MambaForCausalLM
 
 from attnlens.experiments.explain import explain
 from attnlens.models.hf_mamba import MambaAdapter  # noqa: F401  (registers the "mamba" family)
+from tests.conftest import word_level_tokenizer
 
 torch.set_num_threads(1)
 WORDS = "the movie was great not bad at all".split()
@@ -15,12 +15,9 @@ WORDS = "the movie was great not bad at all".split()
 @pytest.fixture(scope="module")
 def saved_mamba(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_mamba")
-    vocab = {"[UNK]": 0, "[PAD]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(folder)
+    word_level_tokenizer(WORDS).save_pretrained(folder)
     torch.manual_seed(0)
-    config = MambaConfig(vocab_size=len(vocab), hidden_size=16, state_size=4, num_hidden_layers=2, expand=2,
+    config = MambaConfig(vocab_size=len(WORDS) + 2, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2,
                          time_step_rank=2)
     MambaForCausalLM(config).save_pretrained(folder)
     return folder

@@ -65,7 +65,8 @@ def test_extremes() -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(values=st.lists(st.floats(0.0, 10.0), min_size=1, max_size=12), scale=st.floats(0.01, 100.0))
+@given(values=st.lists(st.one_of(st.just(0.0), st.floats(1e-6, 10.0)), min_size=1, max_size=12),
+       scale=st.floats(0.01, 100.0))
 def test_bounds_and_scale_invariance(values: list[float], scale: float) -> None:
     relevance = torch.tensor([values], dtype=torch.float64)
     if float(relevance.sum()) <= 0:

@@ -1,34 +1,22 @@
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import MambaConfig, MambaForCausalLM, PreTrainedTokenizerFast
+from transformers import MambaConfig
 
 from attnlens.methods.hidden_attention import hidden_attention
 from attnlens.models._registry import adapter_for_config, get_adapter_class
 from attnlens.models.hf_mamba import MambaAdapter
+from tests.conftest import tiny_mamba_lm, word_level_tokenizer
 
 torch.set_num_threads(1)
 WORDS = "the movie was great not bad at all a film i loved hated it".split()
 
 
 def tiny_tokenizer():
-    vocab = {"[UNK]": 0, "[PAD]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]")
+    return word_level_tokenizer(WORDS)
 
 
 def tiny_mamba(seed=0):
-    torch.manual_seed(seed)
-    config = MambaConfig(vocab_size=len(WORDS) + 2, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2,
-                         time_step_rank=2)
-    model = MambaForCausalLM(config).eval()
-    with torch.no_grad():  # move Δ and A away from the initial values so every term matters
-        for layer in model.backbone.layers:
-            layer.mixer.dt_proj.bias.add_(torch.randn_like(layer.mixer.dt_proj.bias))
-            layer.mixer.A_log.add_(0.5 * torch.randn_like(layer.mixer.A_log))
-            layer.mixer.D.add_(0.5 * torch.randn_like(layer.mixer.D))
-    return model
+    return tiny_mamba_lm(len(WORDS) + 2, seed)
 
 
 @pytest.fixture(scope="module")
