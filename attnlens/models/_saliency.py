@@ -25,6 +25,7 @@ def reduce_saliency(grad: Tensor, embeddings: Tensor, mask: Tensor, how: str) ->
         `(B, n)` non-negative saliency, zero on padding.
 
     Example:
+        >>> import torch
         >>> g = torch.tensor([[[1.0, -3.0]]]); e = torch.tensor([[[2.0, 1.0]]])
         >>> reduce_saliency(g, e, torch.tensor([[True]]), "sum_abs")
         tensor([[2.]])
