@@ -19,14 +19,25 @@ def stderr_console(quiet: bool = False) -> Console:
 
 @contextmanager
 def progress_bar(description: str, *, quiet: bool = False) -> Iterator[Callable[[int, int], None]]:
-    """Yield a `(done, total)` callback driving a rich bar with elapsed and remaining time."""
-    console = stderr_console(quiet)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
-                  disable=quiet) as progress:
-        task = progress.add_task(description, total=None)
+    """Yield a `(done, total)` callback driving a rich bar with elapsed and remaining time.
 
-        def update(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+    The bar appears at the first update, so an error raised while loading prints no empty bar.
+    """
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                        console=stderr_console(quiet), transient=False, disable=quiet)
+    task = progress.add_task(description, total=None)
+    started = False
 
+    def update(done: int, total: int) -> None:
+        nonlocal started
+        if not started:
+            progress.start()
+            started = True
+        progress.update(task, completed=done, total=total)
+
+    try:
         yield update
+    finally:
+        if started:
+            progress.stop()
