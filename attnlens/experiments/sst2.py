@@ -247,10 +247,9 @@ def _clarity(scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, to
     scores = scores.clamp_min(0)
     empty = (scores * mask).sum(dim=-1) <= 0
     safe = torch.where(empty[:, None], torch.ones_like(scores), scores)
-    nan = torch.tensor(float("nan"), dtype=scores.dtype, device=scores.device)
     safe = safe * mask.to(safe.dtype)
-    return (torch.where(empty, nan, _normalized_entropy_compute(safe, mask)),
-            torch.where(empty, nan, _gini_compute(safe, mask)))
+    return (_normalized_entropy_compute(safe, mask).masked_fill(empty, float("nan")),
+            _gini_compute(safe, mask).masked_fill(empty, float("nan")))
 
 
 def summarize_study(result: SST2StudyResult) -> dict[str, dict]:

@@ -163,7 +163,8 @@ def _selective_group(augmented: Tensor, mask: Tensor, thresholds: tuple[float, .
     key = ("selective", distance, thresholds, *source)
     if key not in cache:
         batch = augmented.shape[0]
-        values = torch.tensor(thresholds, dtype=augmented.dtype, device=augmented.device).repeat_interleave(batch)
+        values = torch.cat([torch.full((batch,), t, dtype=augmented.dtype, device=augmented.device)
+                            for t in thresholds])  # filled on the device: no host-to-device copy
         result = _selective_rollout_compute(augmented.repeat(len(thresholds), 1, 1, 1),
                                             mask.repeat(len(thresholds), 1), values, distance)
         joints, used = result.joint.split(batch), result.used.split(batch)

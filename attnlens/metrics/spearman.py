@@ -19,8 +19,7 @@ def _rank_data(values: Tensor, mask: Tensor, ties: str) -> Tensor:
         ties: ``"average"`` (mean of the tied positions) or ``"dense"`` (1, 2, 3 without gaps).
     """
     dtype = values.dtype
-    inf = torch.tensor(float("inf"), dtype=dtype, device=values.device)
-    filled = torch.where(mask, values, inf)
+    filled = values.masked_fill(~mask, float("inf"))  # a Python scalar: no host-to-device copy
     sorted_values, order = torch.sort(filled, dim=-1, stable=True)
     valid_sorted = torch.gather(mask, -1, order)
     new_group = torch.ones_like(valid_sorted)
