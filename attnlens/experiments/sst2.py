@@ -25,7 +25,7 @@ from attnlens.metrics.summary import paired_wilcoxon, summarize_score_table
 from attnlens.models.defaults import resolve_sst2_model
 from attnlens.models.hf_text import SALIENCY_POSITIONS, SALIENCY_REDUCTIONS, TextClassifierAdapter
 
-ProgressFn = Callable[[int, int], None]
+ProgressFn = Callable[[float, int], None]
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,8 @@ def run_sst2_study(
     Args:
         config: study options.
         adapter: an already loaded text classifier (tests, notebooks); else `config.model` is loaded.
-        progress: called with (sentences done, total) after every batch.
+        progress: called with (sentences done, total) after every batch, and with fractional
+            counts within a batch by slow methods (attention flow).
 
     Returns:
         The per-sentence correlations and their summaries.
@@ -189,7 +190,8 @@ def run_sst2_study(
         timings["model"] += time.perf_counter() - start
         start = time.perf_counter()
         correct = correct + (trace.logits.argmax(dim=-1) == trace.labels).sum()  # stays on the device
-        pending.append((batch, *_score_batch(trace, methods, config)))
+        within = None if progress is None else (lambda fraction: progress(done + fraction * len(batch), total))
+        pending.append((batch, *_score_batch(trace, methods, config, within)))
         timings["methods"] += time.perf_counter() - start
         done += len(batch)
         if progress is not None:
@@ -216,14 +218,14 @@ def run_sst2_study(
     return result
 
 
-def _score_batch(trace, methods: list[StudyMethod], config: SST2StudyConfig) -> tuple[torch.Tensor,
-                                                                                     dict[str, torch.Tensor]]:
+def _score_batch(trace, methods: list[StudyMethod], config: SST2StudyConfig,
+                 within: Callable[[float], None] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Every method's per-layer relevance for one batch, scored together: Spearman ρ against the
     saliency, normalized entropy and Gini, as one `(3, M, B, L)` tensor on the batch's device,
     plus the number of layers each selective method composed per example."""
     corr_mask = trace.mask & ~trace.special_mask if config.exclude_special else trace.mask
     corr_mask = torch.where(corr_mask.any(dim=-1, keepdim=True), corr_mask, trace.mask)
-    cache: dict = {}
+    cache: dict = {"progress": within}  # slow methods (flow) report the fraction of the batch they finished
     joints, used = [], {}
     for method in methods:
         joint, composed = method.compute(trace.attentions, trace.mask, cache)

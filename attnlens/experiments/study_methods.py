@@ -87,10 +87,12 @@ def _diffuse(attn: Tensor, mask: Tensor, alpha: float, head_fusion: str, cache: 
     return cache[key]
 
 
-def _flow(attn: Tensor, mask: Tensor, head_fusion: str) -> Tensor:
+def _flow(attn: Tensor, mask: Tensor, head_fusion: str, cache: dict) -> Tensor:
     from attnlens.methods.attention_flow import attention_flow  # noqa: PLC0415
 
-    return attention_flow(_fused(attn, head_fusion), mask=mask, layer=None)
+    report = cache.get("progress")  # fraction of the batch done, for the study's progress bar
+    progress = None if report is None else (lambda done, total: report(done / total))
+    return attention_flow(_fused(attn, head_fusion), mask=mask, layer=None, progress=progress)
 
 
 def build_study_methods(
@@ -139,7 +141,7 @@ def build_study_methods(
                 built.append(StudyMethod(f"selective@{text}", family, compute, True))
         elif family == "flow":
             built.append(StudyMethod("flow", family, lambda a, m, c: (_flow(_fused_cached(a, head_fusion, c), m,
-                                                                            head_fusion), None)))
+                                                                            head_fusion, c), None)))
         else:
             for alpha_text in alphas:
                 alpha = float(alpha_text)

@@ -184,3 +184,13 @@ def test_study_methods_equal_the_public_functions(generator):
         assert torch.equal(got[f"selective@{text}"][1], expected.used)
         expected = selective_rollout(diffused, threshold=float(text), mask=mask)
         torch.testing.assert_close(got[f"diffused_selective@0.7:{text}"][0], expected.joint)
+
+
+def test_flow_reports_progress_within_a_batch(tiny_bert_dir, tiny_sst2_dir):
+    adapter = TextClassifierAdapter.from_pretrained(str(tiny_bert_dir))
+    calls: list[tuple[float, int]] = []
+    run_sst2_study(SST2StudyConfig(data=str(tiny_sst2_dir), limit=6, batch_size=3, methods=("flow",)),
+                   adapter=adapter, progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (6, 6)
+    assert any(done != int(done) for done, _ in calls)  # fractions of a batch
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
