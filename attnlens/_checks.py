@@ -43,6 +43,10 @@ def _check_attention(attn: Tensor, name: str = "attn", ndims: Sequence[int] = (4
         )
     if attn.shape[-1] == 0:
         raise ValueError(f"Expected `{name}` to have at least one token, but got shape {tuple(attn.shape)}.")
+    if attn.shape[0] == 0:
+        raise ValueError(f"Expected `{name}` to hold at least one example, but got shape {tuple(attn.shape)}.")
+    if attn.ndim >= 4 and attn.shape[1] == 0:
+        raise ValueError(f"Expected `{name}` to hold at least one layer, but got shape {tuple(attn.shape)}.")
 
 
 def _check_finite(x: Tensor, name: str) -> None:
@@ -64,6 +68,36 @@ def _check_mask(mask: Tensor | None, name: str, batch: int, n: int, device: torc
     if not bool(mask.any(dim=-1).all()):
         raise ValueError(f"Expected `{name}` to mark at least one valid token per example, but some rows are empty.")
     return mask.to(device)
+
+
+def _check_device(device: object, name: str = "device") -> torch.device:
+    """Parse a device option and check it exists here ('cpu', 'cuda', 'cuda:N')."""
+    try:
+        parsed = torch.device(device)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"Expected `{name}` to be 'cpu', 'cuda' or 'cuda:N', but got {device!r}.") from err
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"Expected `{name}` to be 'cpu', 'cuda' or 'cuda:N', but got {str(parsed)!r}.")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Expected `{name}` {str(parsed)!r} to be available, but torch finds no CUDA device.")
+    return parsed
+
+
+def _check_integer(value: object, name: str, *, low: int | None = None, high: int | None = None) -> int:
+    """Check an integer option (bool rejected; numpy integers accepted) and its closed range."""
+    import operator  # noqa: PLC0415
+
+    if isinstance(value, bool):
+        raise TypeError(f"Expected `{name}` to be an integer, but got bool.")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"Expected `{name}` to be an integer, but got {type(value).__name__}.") from None
+    if (low is not None and number < low) or (high is not None and number > high):
+        left = "-inf" if low is None else str(low)
+        right = "inf" if high is None else str(high)
+        raise ValueError(f"Expected `{name}` to be an integer in [{left}, {right}], but got {number}.")
+    return number
 
 
 def _check_same_shape(a: Tensor, b: Tensor, names: tuple[str, str]) -> None:
@@ -106,6 +140,9 @@ def _check_row_stochastic(attn: Tensor, mask: Tensor, name: str = "attn", atol: 
         attn: `(B, ..., n, n)` attention.
         mask: `(B, n)` boolean valid-token mask.
     """
+    pair = (mask[:, :, None] & mask[:, None, :]).view(mask.shape[0], *([1] * (attn.ndim - 3)), *mask.shape[1:],
+                                                      mask.shape[1])
+    attn = torch.where(pair, attn, torch.zeros((), dtype=attn.dtype, device=attn.device))  # padding may hold anything
     _check_finite(attn, name)
     if bool((attn < -atol).any()):
         raise ValueError(f"Expected `{name}` to be non-negative, but got a minimum of {attn.min().item():.3g}.")

@@ -50,3 +50,16 @@ def test_explain_mamba_language_model_cli(tmp_path, capsys):
     assert "explaining 'fun'" in capsys.readouterr().err
     html = page.read_text()
     assert html.count("<span") == 4 and "movie" in html
+
+
+def test_missing_model_and_unavailable_device_exit_2(tiny_bert_dir, tmp_path, capsys):
+    import torch
+
+    assert main(["explain", "--model", str(tmp_path / "nope"), "good"]) == 2
+    assert "Expected `model` to be a Hugging Face model id or a local model folder" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        out = tmp_path / "m.png"
+        assert main(["attention-map", "--model", str(tiny_bert_dir), "--text", "good", "--device", "cuda",
+                     "--out", str(out)]) == 2
+        assert "to be available" in capsys.readouterr().err and not out.exists()
+        assert main(["explain", "--model", str(tiny_bert_dir), "good", "--device", "cuda"]) == 2

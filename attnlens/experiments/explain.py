@@ -12,7 +12,7 @@ from attnlens._checks import _check_choice
 from attnlens.methods.mamba_attr import mamba_attr
 from attnlens.methods.relevance import relevance
 from attnlens.methods.rollout import rollout
-from attnlens.models._registry import adapter_for_config
+from attnlens.models._factory import load_adapter
 from attnlens.viz.token_heatmap import write_token_heatmap_html
 
 _METHODS = ("rollout", "mamba_attr")
@@ -40,10 +40,7 @@ class Explanation(NamedTuple):
 
 
 def _load_adapter(model_name_or_path: str, device: str):
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model_name_or_path)
-    return adapter_for_config(config).from_pretrained(model_name_or_path, device=device)
+    return load_adapter(model_name_or_path, device=device)
 
 
 def _target_label(adapter, target: int) -> str:

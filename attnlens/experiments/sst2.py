@@ -8,9 +8,9 @@ a bootstrap interval and a paired Wilcoxon test against plain rollout.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch

@@ -21,8 +21,11 @@ def _pair_mask(mask: Tensor, ndim: int) -> Tensor:
 
 
 def _apply_mask(x: Tensor, mask: Tensor) -> Tensor:
-    """Zero every row and column of a padded token; `x` is `(B, ..., n, n)`, `mask` `(B, n)`."""
-    return x * _pair_mask(mask, x.ndim).to(x.dtype)
+    """Zero every row and column of a padded token; `x` is `(B, ..., n, n)`, `mask` `(B, n)`.
+
+    Selects rather than multiplies, so NaN or inf left in padding cannot leak into results.
+    """
+    return torch.where(_pair_mask(mask, x.ndim), x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 def _normalize_rows(x: Tensor, eps: float = 0.0) -> Tensor:

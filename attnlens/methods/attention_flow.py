@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from attnlens._checks import _check_finite, _check_mask
-from attnlens.methods._common import _fuse_if_per_head, _normalize_rows, _residual_attention
+from attnlens.methods._common import _apply_mask, _fuse_if_per_head, _normalize_rows, _residual_attention
 from attnlens.methods._maxflow import _layered_max_flows
 
 
@@ -23,7 +23,6 @@ def _attention_flow_check(attn: Tensor, layer: int | None, progress: object, wor
         raise ValueError(f"Expected `layer` to be None or an integer in [{-layers}, {layers - 1}], but got {layer!r}.")
     if progress is not None and not callable(progress):
         raise TypeError(f"Expected `progress` to be None or a callable, but got {type(progress).__name__}.")
-    _check_finite(attn, "attn")
     if bool((attn < 0).any()):
         raise ValueError(f"Expected `attn` to be non-negative, but got a minimum of {attn.min().item():.3g}.")
     wanted = list(range(layers)) if layer is None else [layer % layers]
@@ -78,6 +77,8 @@ def attention_flow(
     """
     fused = _fuse_if_per_head(attn, how=head_fusion)
     mask = _check_mask(mask, "mask", fused.shape[0], fused.shape[-1], fused.device)
+    fused = _apply_mask(fused, mask)  # padding may hold anything
+    _check_finite(fused, "attn")
     layers, wanted = _attention_flow_check(fused, layer, progress, workers)
     capacity = _residual_attention(fused, mask, residual=residual)
     batch, n = capacity.shape[0], capacity.shape[-1]

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from attnlens._checks import _check_choice, _check_mask, _check_number
+from attnlens._checks import _check_choice, _check_integer, _check_mask, _check_number
 from attnlens.methods._common import _fuse_if_per_head, _masked_identity, _residual_attention
 
 _DISTANCES = ("frobenius", "frobenius_per_token")
@@ -67,9 +67,7 @@ def rollout(
                 [0.5000, 0.5000]])
     """
     layers = _fuse_if_per_head(attn, how=head_fusion).shape[1]
-    if isinstance(start_layer, bool) or not isinstance(start_layer, int) or not -layers <= start_layer < layers:
-        raise ValueError(f"Expected `start_layer` to be an integer in [{-layers}, {layers - 1}], but got {start_layer}.")
-    start_layer %= layers
+    start_layer = _check_integer(start_layer, "start_layer", low=-layers, high=layers - 1) % layers
     augmented, mask = _rollout_prepare(attn, mask, residual, head_fusion)
     return _rollout_compute(augmented, mask, start_layer)
 

@@ -42,7 +42,13 @@ def _spearman_check(a: Tensor, b: Tensor, mask: Tensor | None, ties: str) -> Ten
     _check_ndim(a, "a", (2,), "(B, n)")
     _check_same_shape(a, b, ("a", "b"))
     _check_choice(ties, "ties", _TIES)
-    return _check_mask(mask, "mask", a.shape[0], a.shape[1], a.device)
+    if a.shape[1] == 0:
+        raise ValueError(f"Expected `a` to have at least one token, but got shape {tuple(a.shape)}.")
+    mask = _check_mask(mask, "mask", a.shape[0], a.shape[1], a.device)
+    for values, name in ((a, "a"), (b, "b")):
+        if not bool(torch.isfinite(values[mask]).all()):
+            raise ValueError(f"Expected `{name}` to hold only finite values on valid tokens, but it has NaN or inf.")
+    return mask
 
 
 def _pearson_masked(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:

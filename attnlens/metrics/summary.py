@@ -9,6 +9,8 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+from attnlens._checks import _check_floating, _check_integer, _check_ndim, _check_number
+
 _MAX_CHUNK_ELEMENTS = 1 << 25
 
 
@@ -41,12 +43,22 @@ def bootstrap_median_interval(scores: Tensor, *, resamples: int = 2000, seed: in
     Returns:
         `(M, 2)` lower and upper bounds, same dtype and device.
 
+    Raises:
+        ValueError: on a shape other than `(M, N ≥ 1)`, `resamples` < 1 or `level` outside (0, 1).
+        TypeError: on non-floating scores.
+
     Example:
         >>> bounds = bootstrap_median_interval(torch.arange(101.0)[None])
         >>> bool(bounds[0, 0] < 50 < bounds[0, 1])
         True
     """
+    _check_floating(scores, "scores")
+    _check_ndim(scores, "scores", (2,), "(M, N)")
     rows, n = scores.shape
+    if n == 0:
+        raise ValueError(f"Expected `scores` to hold at least one example per row, but got shape {tuple(scores.shape)}.")
+    resamples = _check_integer(resamples, "resamples", low=1)
+    level = _check_number(level, "level", low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
     generator = torch.Generator(device=scores.device).manual_seed(seed)
     picks = torch.randint(0, n, (resamples, n), generator=generator, device=scores.device)
     counts = torch.zeros(resamples, n, dtype=torch.int64, device=scores.device)
@@ -72,8 +84,22 @@ def summarize_score_table(scores: np.ndarray | Tensor, *, resamples: int = 2000,
                           device: str | torch.device = "cpu") -> list[ScoreSummary]:
     """:func:`summarize_scores` for every row of `(M, N)` scores, bootstrapping rows together.
 
-    NaN scores (constant inputs) are left out of their row; such rows are bootstrapped alone.
-    The bootstrap runs on `device` (a GPU makes it nearly free).
+    Percentile bootstrap (Efron & Tibshirani 1993, ch. 13). NaN scores (constant inputs) are left
+    out of their row; such rows are bootstrapped alone. The bootstrap runs on `device` (a GPU
+    makes it nearly free).
+
+    Args:
+        scores: `(M, N)` scores, rows are methods/layers, columns examples.
+        resamples: bootstrap resamples.
+        seed: seed of the resampling generator.
+        device: where the bootstrap runs.
+
+    Returns:
+        M :class:`ScoreSummary` objects, one per row.
+
+    Example:
+        >>> [s.count for s in summarize_score_table(np.array([[0.1, 0.2, 0.3], [0.5, np.nan, 0.7]]))]
+        [3, 2]
     """
     table = torch.as_tensor(np.asarray(scores, dtype=np.float64), device=device)
     finite = torch.isfinite(table)
@@ -131,12 +157,21 @@ def paired_wilcoxon(scores: np.ndarray, baseline: np.ndarray) -> float:
         scores: `(N,)` per-example scores of a method.
         baseline: `(N,)` scores of the baseline on the same examples.
 
+    Returns:
+        The p-value, NaN when fewer than two finite pairs differ.
+
+    Raises:
+        ValueError: when `scores` and `baseline` differ in length.
+
     Example:
         >>> round(paired_wilcoxon(np.arange(10.0) + 1, np.zeros(10)), 4)
         0.002
     """
     scores = np.asarray(scores, dtype=np.float64).ravel()
     baseline = np.asarray(baseline, dtype=np.float64).ravel()
+    if scores.shape != baseline.shape:
+        raise ValueError(f"Expected `scores` and `baseline` to have the same length, but got {scores.size} and "
+                         f"{baseline.size}.")
     keep = np.isfinite(scores) & np.isfinite(baseline)
     diff = scores[keep] - baseline[keep]
     if np.count_nonzero(diff) < 2:

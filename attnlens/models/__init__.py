@@ -1,5 +1,6 @@
 """Model adapters: the only code that knows a model family."""
 
+from attnlens.models._factory import load_adapter
 from attnlens.models._registry import adapter_for_config, get_adapter_class, list_adapters, register_adapter
 from attnlens.models._saliency import SALIENCY_REDUCTIONS, reduce_saliency
 from attnlens.models.hf_mamba import MambaAdapter, ScanInputs
@@ -14,6 +15,7 @@ __all__ = [
     "adapter_for_config",
     "get_adapter_class",
     "list_adapters",
+    "load_adapter",
     "load_text_classifier",
     "reduce_saliency",
     "register_adapter",

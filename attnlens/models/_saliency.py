@@ -9,7 +9,7 @@ from attnlens._checks import _check_choice
 SALIENCY_REDUCTIONS = ("sum_abs", "l2", "grad_x_input")
 
 
-def reduce_saliency(grad: Tensor, embeddings: Tensor, mask: Tensor, how: str) -> Tensor:
+def reduce_saliency(grad: Tensor, embeddings: Tensor, mask: Tensor, *, how: str) -> Tensor:
     """Per-token saliency from the gradient of the target logit w.r.t. the input embeddings.
 
     ``sum_abs`` = |Σ_d g| (Abnar & Zuidema 2020, as in the thesis), ``l2`` = ‖g‖₂ (Simonyan et
@@ -27,7 +27,7 @@ def reduce_saliency(grad: Tensor, embeddings: Tensor, mask: Tensor, how: str) ->
     Example:
         >>> import torch
         >>> g = torch.tensor([[[1.0, -3.0]]]); e = torch.tensor([[[2.0, 1.0]]])
-        >>> reduce_saliency(g, e, torch.tensor([[True]]), "sum_abs")
+        >>> reduce_saliency(g, e, torch.tensor([[True]]), how="sum_abs")
         tensor([[2.]])
     """
     _check_choice(how, "saliency", SALIENCY_REDUCTIONS)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from attnlens._checks import _check_choice
+from attnlens._checks import _check_choice, _check_device
 from attnlens.models._hooks import eval_mode, frozen_parameters
 from attnlens.models._registry import register_adapter
 from attnlens.models._saliency import SALIENCY_REDUCTIONS, reduce_saliency
@@ -68,6 +68,7 @@ class TextClassifierAdapter:
         Raises:
             ExplainError: when the model cannot be loaded or is not a sequence classifier.
         """
+        device = _check_device(device)
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
         from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
@@ -189,7 +190,7 @@ class TextClassifierAdapter:
         batch = input_ids.shape[0]
         gold = None
         if labels is not None:
-            gold = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+            gold = _as_class_indices(labels, "labels")
             if gold.shape[0] != batch:
                 raise ExplainError(f"Expected `labels` to have {batch} entries, but got {gold.shape[0]}.")
         embedding_layer = self.model.get_input_embeddings()
@@ -217,7 +218,7 @@ class TextClassifierAdapter:
                 (grads,) = torch.autograd.grad(picked, grad_at)
         stacked = torch.stack([a.detach() for a in attentions], dim=1)
         stacked = stacked * mask[:, None, None, None, :].to(stacked.dtype)
-        sal = reduce_saliency(grads, grad_at.detach(), mask, saliency) if grads is not None else None
+        sal = reduce_saliency(grads, grad_at.detach(), mask, how=saliency) if grads is not None else None
         return Trace(tokens=tokens, mask=mask, attentions=stacked, logits=logits.detach(), target=chosen,
                      saliency=sal, input_ids=input_ids, labels=gold, special_mask=special)
 
@@ -234,13 +235,26 @@ class TextClassifierAdapter:
                 raise ExplainError("Expected `labels` when `target` is 'gold', but got none.")
             chosen = gold
         else:
-            chosen = torch.as_tensor(target, dtype=torch.long).cpu().reshape(-1)
+            chosen = _as_class_indices(target, "target")
             if chosen.numel() == 1:
                 chosen = chosen.expand(batch)
         if chosen.shape[0] != batch or bool(((chosen < 0) | (chosen >= classes)).any()):
             raise ExplainError(f"Expected `target` to hold {batch} class indices in [0, {classes - 1}], but got "
                                f"{chosen.tolist()}.")
         return chosen.contiguous().to(logits.device, non_blocking=True)
+
+
+def _as_class_indices(value: object, name: str) -> Tensor:
+    """Class indices as a CPU long tensor; floats, bools and strings are refused with a clear error."""
+    tensor = value if isinstance(value, Tensor) else None
+    if tensor is None:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            raise TypeError(f"Expected `{name}` to be class indices (int or list of ints), but got {value!r}.")
+        tensor = torch.tensor(items, dtype=torch.long)
+    elif tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise TypeError(f"Expected `{name}` to be an integer tensor of class indices, but got {tensor.dtype}.")
+    return tensor.detach().to("cpu", torch.long).reshape(-1)
 
 
 def load_text_classifier(name_or_path: str, *, device: str | torch.device = "cpu") -> TextClassifierAdapter:

@@ -199,3 +199,31 @@ def test_fuse_heads_matches_numpy(how, generator):
     attn = random_attention(generator, 2, 3, 4, 5, 5)
     expected = getattr(np, {"mean": "mean", "max": "max", "min": "min"}[how])(attn.numpy(), axis=2)
     np.testing.assert_allclose(fuse_heads(attn, how=how).numpy(), expected)
+
+
+def test_nan_in_padding_never_reaches_results():
+    attn = torch.full((1, 1, 1, 3, 3), 0.5, dtype=torch.float64)
+    attn[..., 2, :] = float("nan")
+    attn[..., :, 2] = float("nan")
+    mask = torch.tensor([[True, True, False]])
+    expected = torch.tensor([[0.75, 0.25, 0.0], [0.25, 0.75, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(rollout(attn, mask=mask)[0, 0], expected)
+    torch.testing.assert_close(selective_rollout(attn, mask=mask).joint[0, 0], expected)
+    assert torch.isfinite(raw_attention(attn, mask=mask)).all()
+
+
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [((1, 0, 2, 3, 3), "at least one layer"), ((0, 2, 2, 3, 3), "at least one example")],
+)
+def test_empty_layers_or_batch(shape, match):
+    for fn in (rollout, lambda a: selective_rollout(a), raw_attention):
+        with pytest.raises(ValueError, match=match):
+            fn(torch.zeros(shape))
+
+
+def test_start_layer_accepts_numpy_integers(generator):
+    attn = random_attention(generator, 1, 3, 2, 4, 4)
+    torch.testing.assert_close(rollout(attn, start_layer=np.int64(1)), rollout(attn, start_layer=1))
+    with pytest.raises(TypeError, match="Expected `start_layer` to be an integer, but got float"):
+        rollout(attn, start_layer=1.0)

@@ -97,3 +97,13 @@ def test_keeps_dtype():
 def test_errors(a, b, kwargs, error, match):
     with pytest.raises(error, match=match):
         spearman(a, b, **kwargs)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_valid_values_are_refused_but_padding_may_hold_them(bad):
+    a = torch.tensor([[1.0, bad, 2.0]])
+    b = torch.tensor([[1.0, 3.0, 2.0]])
+    with pytest.raises(ValueError, match="Expected `a` to hold only finite values on valid tokens"):
+        spearman(a, b)
+    mask = torch.tensor([[True, False, True]])
+    torch.testing.assert_close(spearman(a, b, mask=mask), torch.tensor([1.0]))

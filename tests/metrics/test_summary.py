@@ -59,3 +59,22 @@ def test_table_rows_with_nan_equal_their_finite_part():
     rows = summarize_score_table(table, resamples=400)
     alone = summarize_scores(table[2][np.isfinite(table[2])], resamples=400)
     assert rows[2] == alone and rows[0] == summarize_scores(table[0], resamples=400)
+
+
+def test_bootstrap_and_wilcoxon_errors():
+    import torch
+
+    from attnlens.metrics.summary import bootstrap_median_interval
+
+    with pytest.raises(ValueError, match=r"Expected `scores` to have shape \(M, N\)"):
+        bootstrap_median_interval(torch.rand(5))
+    with pytest.raises(ValueError, match="at least one example per row"):
+        bootstrap_median_interval(torch.rand(2, 0))
+    with pytest.raises(TypeError, match="Expected `scores` to have a floating dtype"):
+        bootstrap_median_interval(torch.ones(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"Expected `level` to lie in \(0, 1\)"):
+        bootstrap_median_interval(torch.rand(2, 3), level=1.5)
+    with pytest.raises(ValueError, match=r"Expected `resamples` to be an integer in \[1, inf\]"):
+        bootstrap_median_interval(torch.rand(2, 3), resamples=0)
+    with pytest.raises(ValueError, match="Expected `scores` and `baseline` to have the same length"):
+        paired_wilcoxon(np.ones(3), np.ones(4))

@@ -96,9 +96,9 @@ def test_reduce_saliency_by_hand():
     grad = torch.tensor([[[1.0, -3.0], [2.0, 2.0]]])
     emb = torch.tensor([[[2.0, 1.0], [1.0, -1.0]]])
     mask = torch.tensor([[True, False]])
-    torch.testing.assert_close(reduce_saliency(grad, emb, mask, "sum_abs"), torch.tensor([[2.0, 0.0]]))
-    torch.testing.assert_close(reduce_saliency(grad, emb, mask, "l2"), torch.tensor([[10.0 ** 0.5, 0.0]]))
-    torch.testing.assert_close(reduce_saliency(grad, emb, mask, "grad_x_input"), torch.tensor([[1.0, 0.0]]))
+    torch.testing.assert_close(reduce_saliency(grad, emb, mask, how="sum_abs"), torch.tensor([[2.0, 0.0]]))
+    torch.testing.assert_close(reduce_saliency(grad, emb, mask, how="l2"), torch.tensor([[10.0 ** 0.5, 0.0]]))
+    torch.testing.assert_close(reduce_saliency(grad, emb, mask, how="grad_x_input"), torch.tensor([[1.0, 0.0]]))
 
 
 def test_truncation_warns_naming_the_example(tiny_bert_dir):
@@ -162,3 +162,24 @@ def test_real_model_predicts_sentiment():
 
 def test_tiny_tokenizer_knows_its_words(adapter):
     assert adapter.tokenizer.tokenize("the movie is good") == ["the", "movie", "is", "good"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"target": 0.5}, r"Expected `target` to be class indices \(int or list of ints\), but got 0.5"),
+        ({"target": True}, "Expected `target` to be class indices"),
+        ({"target": torch.tensor([0.0])}, "Expected `target` to be an integer tensor"),
+        ({"target": "gold", "labels": ["x"]}, "Expected `labels` to be class indices"),
+    ],
+)
+def test_bad_target_types(adapter, kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        adapter.trace(["good"], **kwargs)
+
+
+def test_unavailable_device(tiny_bert_dir):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ValueError, match="Expected `device` 'cuda' to be available"):
+        TextClassifierAdapter.from_pretrained(str(tiny_bert_dir), device="cuda")
