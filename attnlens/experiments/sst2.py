@@ -289,9 +289,6 @@ def summarize_study(result: SST2StudyResult) -> dict[str, dict]:
     return summaries
 
 
-__all__ = ["METHOD_FAMILIES", "SST2StudyConfig", "SST2StudyResult", "run_sst2_study", "summarize_study",
-           "validate_sst2_config"]
-
 
 def write_sst2_outputs(result: SST2StudyResult, out_dir: str) -> Path:
     """Write ``results.json``, ``results.csv``, ``per_example.csv``, ``table.md`` and ``layers.png``.
@@ -335,4 +332,12 @@ def write_sst2_outputs(result: SST2StudyResult, out_dir: str) -> Path:
     return write_atomically(out_dir, fill)
 
 
-__all__ += ["write_sst2_outputs"]
+__all__ = [
+    "METHOD_FAMILIES",
+    "SST2StudyConfig",
+    "SST2StudyResult",
+    "run_sst2_study",
+    "summarize_study",
+    "validate_sst2_config",
+    "write_sst2_outputs",
+]
