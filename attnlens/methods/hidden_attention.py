@@ -69,15 +69,30 @@ def _hidden_attention_check(
     _check_choice(channels, "channels", _CHANNEL_MODES)
     if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
         raise ValueError(f"Expected `block_size` to be a positive integer or None, but got {block_size!r}.")
-    # one host synchronisation for both value checks (on a GPU each bool() would be one)
-    positive_a, negative_delta = torch.stack([(A > 0).any(), (delta < 0).any().to(A.device)]).tolist()
-    if positive_a:
+
+
+def _hidden_attention_values(delta: Tensor, A: Tensor, mask: Tensor) -> None:
+    """Finite, non-positive `A`; finite, non-negative Δ on valid tokens (padding is ignored)."""
+    valid = mask[:, None, :]
+    # one host synchronisation for every value check (on a GPU each bool() would be one)
+    flags = torch.stack([
+        ~torch.isfinite(A).all(), (~torch.isfinite(delta) & valid).any().to(A.device),
+        (A > 0).any(), ((delta < 0) & valid).any().to(A.device),
+    ]).tolist()
+    if flags[0]:
+        raise ValueError("Expected `A` to hold only finite values, but it has NaN or infinite entries.")
+    if flags[1]:
+        raise ValueError(
+            "Expected `delta` to hold only finite values on valid tokens, but it has NaN or infinite entries."
+        )
+    if flags[2]:
         raise ValueError(
             f"Expected `A` to be non-positive (A = -exp(A_log)), but got a maximum of {A.max().item():.3g}."
         )
-    if negative_delta:
+    if flags[3]:
+        minimum = torch.where(valid, delta, torch.zeros((), dtype=delta.dtype, device=delta.device)).min()
         raise ValueError(
-            f"Expected `delta` to be non-negative (after softplus), but got a minimum of {delta.min().item():.3g}."
+            f"Expected `delta` to be non-negative (after softplus), but got a minimum of {minimum.item():.3g}."
         )
 
 
@@ -140,19 +155,23 @@ def _schedule(n: int, block_size: int | None) -> list[int]:
 
 
 def _diagonal(
-    dt: Tensor, logdt: Tensor, A: Tensor, B: Tensor, C: Tensor, per_channel: bool, work: _Workspace
+    dt: Tensor, logdt: Tensor | None, A: Tensor, B: Tensor, C: Tensor, per_channel: bool, work: _Workspace
 ) -> Tensor:
     """Entry by entry on the lower triangle.
 
-    Channels-first `dt, logdt (D, m, q)`, `B, C (N, m, q)` → `(m, [D,] q, q)`.
+    Channels-first `dt, logdt (D, m, q)`, `B, C (N, m, q)` → `(m, [D,] q, q)`. With `logdt` None
+    (autograd), Δ_c multiplies the decay instead of entering its exponent as log Δ_c.
     """
     channels, m, q = dt.shape
     rows, cols = torch.tril_indices(q, q, device=dt.device)
     local = torch.cumsum(dt, dim=-1)
     gap = local[..., rows] - local[..., cols]  # (D, m, p) ≥ 0: cumulative sums of Δ ≥ 0 never decrease
-    buffer = work("diag", (channels, A.shape[1], m, rows.numel()), dt)
-    exponent = torch.addcmul(logdt[:, None, :, cols], A[:, :, None, None], gap[:, None], out=buffer)
-    terms = _decay_(exponent)  # (D, N, m, p): exp(A (t_r − t_c)) Δ_c
+    if logdt is None:
+        terms = _decay_(A[:, :, None, None] * gap[:, None]) * dt[:, None, :, cols]
+    else:
+        buffer = work("diag", (channels, A.shape[1], m, rows.numel()), dt)
+        exponent = torch.addcmul(logdt[:, None, :, cols], A[:, :, None, None], gap[:, None], out=buffer)
+        terms = _decay_(exponent)  # (D, N, m, p): exp(A (t_r − t_c)) Δ_c
     weights = C[..., rows] * B[..., cols]  # (N, m, p)
     if per_channel:
         values = _mul_(terms, weights).sum(dim=1).transpose(0, 1)  # (m, D, p)
@@ -172,10 +191,13 @@ def _between_matrix(chunks: int, dtype: torch.dtype, device: torch.device) -> Te
 
 
 def _hidden_attention_block(
-    dt: Tensor, logdt: Tensor, A: Tensor, B: Tensor, C: Tensor, sizes: list[int], per_channel: bool,
+    dt: Tensor, logdt: Tensor | None, A: Tensor, B: Tensor, C: Tensor, sizes: list[int], per_channel: bool,
     work: _Workspace, level: int = 0,
 ) -> Tensor:
-    """Channels-first `dt, logdt (D, b, L)`, `A (D, N)`, `B, C (N, b, L)` → lower-triangular `(b, [D,] L, L)`."""
+    """Channels-first `dt, logdt (D, b, L)`, `A (D, N)`, `B, C (N, b, L)` → lower-triangular `(b, [D,] L, L)`.
+
+    `logdt` None (autograd): Δ_c multiplies the decay, so ∂/∂Δ_c is right where Δ_c = 0 too.
+    """
     channels, batch, length = dt.shape
     if not sizes or sizes[0] >= length:
         return _diagonal(dt, logdt, A, B, C, per_channel, work)
@@ -188,9 +210,12 @@ def _hidden_attention_block(
     a_col = A[:, :, None, None, None]
     left = _decay_(torch.mul(local[:, None], a_col, out=work(("left", level), shape, dt)))
     left = _mul_(left, C.view(1, states, batch, chunks, q))  # G
-    right = torch.addcmul(logdt.view(channels, 1, batch, chunks, q), a_col, (totals[..., None] - local)[:, None],
-                          out=work(("right", level), shape, dt))
-    right = _mul_(_decay_(right), B.view(1, states, batch, chunks, q))  # R
+    if logdt is None:
+        right = _decay_(a_col * (totals[..., None] - local)[:, None]) * dt_chunks[:, None]
+    else:
+        right = _decay_(torch.addcmul(logdt.view(channels, 1, batch, chunks, q), a_col,
+                                      (totals[..., None] - local)[:, None], out=work(("right", level), shape, dt)))
+    right = _mul_(right, B.view(1, states, batch, chunks, q))  # R
     between = torch.einsum("dbm,ijm->dbij", totals, _between_matrix(chunks, dt.dtype, dt.device))
     scale = _decay_(between[:, None] * A[:, :, None, None, None])  # P (D, N, b, I, J)
     earlier = torch.ones(chunks, chunks, dtype=dt.dtype, device=dt.device).tril(-1)
@@ -216,7 +241,8 @@ def _hidden_attention_block(
 
     # Diagonal blocks: the same problem on each chunk alone, with the next chunk size.
     diagonal = _hidden_attention_block(
-        dt_chunks.reshape(channels, batch * chunks, q), logdt.reshape(channels, batch * chunks, q), A,
+        dt_chunks.reshape(channels, batch * chunks, q),
+        None if logdt is None else logdt.reshape(channels, batch * chunks, q), A,
         B.reshape(states, batch * chunks, q), C.reshape(states, batch * chunks, q), sizes[1:], per_channel,
         work, level + 1,
     )
@@ -265,8 +291,8 @@ def hidden_attention(
         lower-triangular (α[r, c] = 0 for c > r), rows = queries, same dtype and device as `delta`.
 
     Raises:
-        ValueError: on inconsistent shapes, positive `A`, negative `delta`, a bad mask, or an
-            unknown `channels`.
+        ValueError: on inconsistent shapes, non-finite or positive `A`, non-finite or negative
+            `delta` on valid tokens, a bad mask, or an unknown `channels`.
         TypeError: on non-floating inputs.
 
     Example:
@@ -283,6 +309,7 @@ def hidden_attention(
     batch, channels_count, n = delta.shape
     states = A.shape[1]
     mask = _check_mask(mask, "mask", batch, n, delta.device)
+    _hidden_attention_values(delta, A, mask)
     if channel_block is not None and (
         isinstance(channel_block, bool) or not isinstance(channel_block, int) or channel_block < 1
     ):
@@ -291,10 +318,10 @@ def hidden_attention(
     work_dtype = torch.promote_types(torch.promote_types(delta.dtype, A.dtype), torch.float32)
     if work_dtype == torch.bfloat16:
         work_dtype = torch.float32
-    valid = mask.to(work_dtype)
-    delta = delta.to(work_dtype) * valid[:, None, :]
-    B = B.to(work_dtype) * valid[:, None, :]
-    C = C.to(work_dtype) * valid[:, None, :]
+    # select, not multiply: padding's values (even NaN) and its gradients stay out of the result
+    valid = mask[:, None, :]
+    zero = torch.zeros((), dtype=work_dtype, device=delta.device)
+    delta, B, C = (torch.where(valid, x.to(work_dtype), zero) for x in (delta, B, C))
     A = A.to(work_dtype)
 
     sizes = _schedule(n, block_size)
@@ -303,7 +330,11 @@ def hidden_attention(
         pad = (0, length - n)
         delta, B, C = (F.pad(x, pad) for x in (delta, B, C))
     dt = delta.transpose(0, 1).contiguous()  # channels first: (D, b, L)
-    logdt = torch.log(dt)  # −inf where Δ = 0: exp gives exactly 0
+    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (delta, A, B, C))
+    # Without autograd, Δ_c enters the decay's exponent as log Δ_c (−inf where Δ = 0: exp gives exactly 0),
+    # which saves one multiplication of the largest intermediates. With autograd it multiplies instead:
+    # the backward of log at Δ = 0 would be 0 · ∞ = NaN, and ∂α/∂Δ_c = C·exp(…)·B there is not 0.
+    logdt = None if needs_grad else torch.log(dt)
     B_t, C_t = B.transpose(0, 1).contiguous(), C.transpose(0, 1).contiguous()
     per_channel = channels != "mean"
     if channel_block is None:
@@ -312,14 +343,13 @@ def hidden_attention(
         per_channel_elements = batch * states * length * max(chunks, length if not sizes else 1)
         channel_block = max(1, budget // per_channel_elements)
 
-    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (delta, A, B, C))
     work = _Workspace(enabled=not needs_grad)
     total = None
     parts = []
     for start in range(0, channels_count, channel_block):
         stop = min(start + channel_block, channels_count)
-        block = _hidden_attention_block(dt[start:stop], logdt[start:stop], A[start:stop], B_t, C_t, sizes,
-                                        per_channel, work)
+        block_logdt = None if logdt is None else logdt[start:stop]
+        block = _hidden_attention_block(dt[start:stop], block_logdt, A[start:stop], B_t, C_t, sizes, per_channel, work)
         if channels == "none":
             parts.append(block)
             continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from attnlens._checks import _check_attention, _check_mask, _check_same_shape
+from attnlens._checks import _check_attention, _check_floating, _check_mask, _check_same_shape
 from attnlens.methods._common import _apply_mask
 from attnlens.methods.rollout import rollout
 
@@ -25,8 +25,9 @@ def mamba_attr(
     Args:
         attn: `(B, L, n, n)` or `(B, L, 1, n, n)` hidden attention per layer (raw or normalised;
             negative entries are dropped).
-        gradients: same shape, the gradient of the explained output with respect to `attn`
-            (adapters store it as ``trace.extras["hidden_attention_grad"]``).
+        gradients: a floating tensor of the same shape (the head axis may be left out on one
+            side), the gradient of the explained output with respect to `attn` (adapters store
+            it as ``trace.extras["hidden_attention_grad"]`` `(B, L, n, n)`).
         mask: `(B, n)` valid-token mask; None means every token is valid.
         start_layer: first layer composed (0-based; negative counts from the end).
 
@@ -36,6 +37,7 @@ def mamba_attr(
 
     Raises:
         ValueError: on a wrong or mismatched shape, a bad mask or `start_layer`.
+        TypeError: on an `attn` or `gradients` that is not a floating tensor.
 
     Example:
         >>> import torch
@@ -46,6 +48,11 @@ def mamba_attr(
                  [0.3333, 0.6667]]])
     """
     _check_attention(attn, "attn", ndims=(4, 5))
+    _check_floating(gradients, "gradients")
+    if attn.ndim == 5 and gradients.ndim == 4:  # the head axis of `attn` alone: (B, L, 1, n, n) with (B, L, n, n)
+        gradients = gradients[:, :, None]
+    elif attn.ndim == 4 and gradients.ndim == 5 and gradients.shape[2] == 1:
+        gradients = gradients[:, :, 0]
     _check_same_shape(attn, gradients, ("attn", "gradients"))
     if attn.ndim == 5:
         if attn.shape[2] != 1:

@@ -30,6 +30,7 @@ logits); or a given token id per example.
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -40,6 +41,7 @@ from torch import Tensor
 from attnlens._checks import _check_choice
 from attnlens.methods._common import _apply_mask, _normalize_rows
 from attnlens.methods.hidden_attention import hidden_attention
+from attnlens.models._hooks import eval_mode, frozen_parameters
 from attnlens.models._registry import register_adapter
 from attnlens.models._saliency import SALIENCY_REDUCTIONS, reduce_saliency
 from attnlens.trace import Trace
@@ -127,19 +129,33 @@ def _scan_inputs(mixer: torch.nn.Module, record: dict[str, Tensor]) -> ScanInput
     )
 
 
-def _to_target(target: int | Sequence[int] | Tensor | None, batch: int) -> Tensor | None:
+def _to_target(target: int | Sequence[int] | Tensor | None, batch: int, vocab: int) -> Tensor | None:
+    """Token ids `(batch,)` from an int, a list/tuple of ints or an integer tensor, each in [0, vocab)."""
     if target is None:
         return None
+    expected = "a token id (int), a list or tuple of ids, or an integer tensor"
     if isinstance(target, Tensor):
-        ids = target.reshape(-1).long()
-    elif isinstance(target, int) and not isinstance(target, bool):
-        ids = torch.full((batch,), target, dtype=torch.long)
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(f"Expected `target` to be {expected}, but got a tensor of dtype {target.dtype}.")
+        ids = target.detach().to("cpu", torch.long).reshape(-1)
+    elif isinstance(target, (list, tuple)) or (isinstance(target, numbers.Integral) and not isinstance(target, bool)):
+        items = list(target) if isinstance(target, (list, tuple)) else [target]
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, numbers.Integral):
+                raise TypeError(f"Expected `target` to be {expected}, but got {target!r} (holding a "
+                                f"{type(item).__name__}).")
+        ids = torch.tensor([int(item) for item in items], dtype=torch.long)
     else:
-        ids = torch.as_tensor(list(target), dtype=torch.long)
+        hint = "; convert a token with `target_id`" if isinstance(target, str) else ""
+        raise TypeError(f"Expected `target` to be {expected}, but got {type(target).__name__} {target!r}{hint}.")
     if ids.numel() == 1:
         ids = ids.expand(batch)
     if ids.shape != (batch,):
         raise ValueError(f"Expected `target` to hold one token id per text ({batch}), but got {tuple(ids.shape)}.")
+    out_of_range = (ids < 0) | (ids >= vocab)
+    if bool(out_of_range.any()):
+        raise ValueError(f"Expected `target` to hold token ids in [0, {vocab}), but got "
+                         f"{int(ids[out_of_range][0])}.")
     return ids
 
 
@@ -186,6 +202,13 @@ class MambaAdapter:
             raise ValueError(f"Expected `target` to be a single token, but {token!r} is {len(ids)} tokens.")
         return int(ids[0])
 
+    def _vocab_size(self) -> int:
+        """Size of the output vocabulary (the logits' last dimension)."""
+        head = getattr(self.model, "lm_head", None)
+        if head is not None:
+            return int(head.out_features if hasattr(head, "out_features") else head.weight.shape[0])
+        return int(self.model.get_input_embeddings().weight.shape[0])
+
     def _logits(self, hidden: Tensor) -> Tensor:
         head = getattr(self.model, "lm_head", None)
         if head is not None:
@@ -219,7 +242,7 @@ class MambaAdapter:
         }
         if saliency != "none":
             valid = torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
-            out["saliency"] = reduce_saliency(grads[0], embeds.detach(), valid, saliency).detach()
+            out["saliency"] = reduce_saliency(grads[0], embeds.detach(), valid, how=saliency).detach()
         return out
 
     def scan_inputs(self, input_ids: Tensor) -> list[ScanInputs]:
@@ -240,7 +263,9 @@ class MambaAdapter:
 
         Args:
             texts: one text or a list of texts.
-            target: token id(s) to explain at the last position; None explains the argmax.
+            target: token id(s) to explain at the last position (an int for every text, a list or
+                tuple of ints, or an integer tensor, each in [0, vocabulary size)); None explains the
+                argmax. Convert a target given as text with :meth:`target_id`.
             saliency: ``"sum_abs"`` (|Σ_d g|), ``"l2"`` (‖g‖₂), ``"grad_x_input"`` (|Σ_d g·e|) of the
                 gradient g of the target logit w.r.t. the input embeddings e, as for text
                 classifiers (:func:`attnlens.models.hf_text.reduce_saliency`), or ``"none"``.
@@ -252,7 +277,9 @@ class MambaAdapter:
             `input_ids (B, n)` and extras ``hidden_attention``, ``hidden_attention_grad``.
 
         Raises:
-            ValueError: on an empty text, an unknown option or a badly shaped target.
+            ValueError: on an empty text, an unknown option, a badly shaped target or a token id
+                outside the vocabulary.
+            TypeError: on a target that is not integer token ids (a float, a bool, a string).
         """
         _check_choice(saliency, "saliency", _SALIENCIES)
         _check_choice(channels, "channels", _CHANNEL_MODES)
@@ -263,16 +290,11 @@ class MambaAdapter:
         for text, ids in zip(texts, encoded):
             if not ids:
                 raise ValueError(f"Expected every text to give at least one token, but got none for {text!r}.")
-        targets = _to_target(target, len(texts))
+        targets = _to_target(target, len(texts), self._vocab_size())
         batch, n = len(texts), max(len(ids) for ids in encoded)
 
-        training = self.model.training
-        flags = [p.requires_grad for p in self.model.parameters()]
         results: dict[int, dict[str, Tensor]] = {}
-        try:
-            self.model.eval()
-            for p in self.model.parameters():
-                p.requires_grad_(False)
+        with eval_mode(self.model), frozen_parameters(self.model):
             for length in sorted({len(ids) for ids in encoded}):
                 members = [i for i, ids in enumerate(encoded) if len(ids) == length]
                 input_ids = torch.tensor([encoded[i] for i in members], device=self.device)
@@ -280,10 +302,6 @@ class MambaAdapter:
                 group = self._run_group(input_ids, group_target, saliency, channels)
                 for row, index in enumerate(members):
                     results[index] = {key: value[row] for key, value in group.items()}
-        finally:
-            self.model.train(training)
-            for p, flag in zip(self.model.parameters(), flags):
-                p.requires_grad_(flag)
 
         mask = torch.zeros(batch, n, dtype=torch.bool, device=self.device)
         input_ids = torch.full((batch, n), self.tokenizer.pad_token_id or 0, dtype=torch.long, device=self.device)

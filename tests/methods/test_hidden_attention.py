@@ -202,3 +202,101 @@ def test_differentiable():
     assert torch.autograd.gradcheck(
         lambda d, b: hidden_attention(d, A, b, C, channels="abs_mean", block_size=4), (delta, B), fast_mode=True
     )
+
+
+def _masked_reference(delta, A, B, C, mask):
+    """The loop reference on each example's valid tokens alone, scattered into a zero `(B, D, n, n)`."""
+    batch, channels, n = delta.shape
+    out = torch.zeros(batch, channels, n, n, dtype=torch.float64)
+    for b in range(batch):
+        idx = mask[b].nonzero().flatten()
+        alone = _reference(delta[b : b + 1][..., idx], A, B[b : b + 1][..., idx], C[b : b + 1][..., idx])[0]
+        out[b, :, idx[:, None], idx[None, :]] = alone
+    return out
+
+
+def test_gradients_finite_and_zero_at_masked_tokens():
+    """Review repro: log Δ = -inf at masked tokens gave NaN gradients (0 · ∞ in the backward of log)."""
+    g = torch.Generator().manual_seed(7)
+    delta = torch.rand(2, 3, 5, generator=g).requires_grad_(True)
+    B = torch.randn(2, 2, 5, generator=g).requires_grad_(True)
+    C = torch.randn(2, 2, 5, generator=g).requires_grad_(True)
+    mask = torch.tensor([[1] * 5, [0, 0, 1, 1, 1]]).bool()
+    hidden_attention(delta, -torch.rand(3, 2, generator=g), B, C, mask=mask).sum().backward()
+    for grad in (delta.grad, B.grad, C.grad):
+        assert torch.isfinite(grad).all()
+        assert (grad[1, :, :2] == 0).all()
+    assert (delta.grad[1, :, 2:] != 0).any()
+
+
+@pytest.mark.parametrize(("channels", "block_size"), [("none", 12), ("mean", 4), ("mean", None)])
+def test_gradients_match_reference_autograd_with_padding_and_zero_steps(channels, block_size):
+    """Gradients w.r.t. Δ, A, B, C equal float64 autograd through the loop reference, Δ = 0 on valid tokens too."""
+    delta, A, B, C = _inputs(2, 2, 3, 20, seed=8)
+    mask = torch.ones(2, 20, dtype=torch.bool)
+    mask[0, :4] = False  # left padded
+    mask[1, 15:] = False  # right padded
+    delta[0, 0, 6:9] = 0.0  # Δ = 0 on valid tokens: ∂α/∂Δ_c = C·exp(…)·B there, not 0
+    delta[1, 1, 0] = 0.0
+    delta[0, :, :4] = float("nan")  # padding garbage must not reach values or gradients
+    B[1, :, 15:] = float("inf")
+    weights = torch.randn(2, 2, 20, 20, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    inputs = [x.clone().requires_grad_(True) for x in (delta, A, B, C)]
+    got = hidden_attention(*inputs, channels=channels, mask=mask, block_size=block_size)
+    weight = weights if channels == "none" else weights[:, 0]
+    grads = torch.autograd.grad((got * weight).sum(), inputs)
+    clean = [x.clone() for x in (delta, A, B, C)]
+    clean[0][~mask[:, None, :].expand_as(delta)] = 0.5
+    clean[2][~mask[:, None, :].expand_as(B)] = 0.5
+    ref_inputs = [x.requires_grad_(True) for x in clean]
+    expected = _masked_reference(*ref_inputs, mask)
+    expected = expected if channels == "none" else expected.mean(1)
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+    expected_grads = torch.autograd.grad((expected * weight).sum(), ref_inputs)
+    for name, grad, want in zip(["delta", "A", "B", "C"], grads, expected_grads):
+        assert torch.isfinite(grad).all(), name
+        torch.testing.assert_close(grad, want, atol=1e-9, rtol=1e-9, msg=name)
+    padded = ~mask[:, None, :]
+    for grad in (grads[0], grads[2], grads[3]):
+        assert (grad.masked_select(padded.expand_as(grad)) == 0).all()
+
+
+def test_gradcheck_with_mask():
+    """Finite differences agree with autograd through the masked, two-level path."""
+    delta, A, B, C = _inputs(2, 2, 2, 14, seed=10)
+    mask = torch.ones(2, 14, dtype=torch.bool)
+    mask[1, :3] = False
+    assert torch.autograd.gradcheck(
+        lambda d, a, b: hidden_attention(d, a, b, C, mask=mask, block_size=12),
+        (delta.requires_grad_(True), A.requires_grad_(True), B.requires_grad_(True)),
+        fast_mode=True,
+    )
+
+
+def test_nan_padding_is_ignored():
+    delta, A, B, C = _inputs(2, 3, 4, 10, seed=11)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, :3] = False
+    clean = hidden_attention(delta, A, B, C, mask=mask, channels="none")
+    for x in (delta, B, C):
+        x[1, :, :3] = float("nan")
+    got = hidden_attention(delta, A, B, C, mask=mask, channels="none")
+    torch.testing.assert_close(got, clean, atol=0, rtol=0)
+    alone = hidden_attention(delta[1:, :, 3:], A, B[1:, :, 3:], C[1:, :, 3:], channels="none")
+    torch.testing.assert_close(got[1, :, 3:, 3:], alone[0], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("A", -math.inf, "Expected `A` to hold only finite values, but it has NaN or infinite entries"),
+        ("A", math.nan, "Expected `A` to hold only finite values, but it has NaN or infinite entries"),
+        ("delta", math.inf, "Expected `delta` to hold only finite values on valid tokens, but it has NaN"),
+        ("delta", math.nan, "Expected `delta` to hold only finite values on valid tokens, but it has NaN"),
+    ],
+)
+def test_rejects_non_finite_A_and_delta(name, value, message):
+    delta, A, B, C = _inputs(2, 3, 4, 6)
+    (A if name == "A" else delta)[1, 2] = value
+    with pytest.raises(ValueError, match=message):
+        hidden_attention(delta, A, B, C)

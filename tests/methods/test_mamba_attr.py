@@ -75,3 +75,23 @@ def test_rejects_bad_inputs():
         mamba_attr(attn, grads, mask=torch.ones(2, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="Expected `start_layer` to be an integer"):
         mamba_attr(attn, grads, start_layer=3)
+
+
+def test_rejects_gradients_that_are_not_floating_tensors():
+    attn, grads = _inputs()
+    with pytest.raises(TypeError, match="Expected `gradients` to be a torch.Tensor, but got list"):
+        mamba_attr(attn, grads.tolist())
+    with pytest.raises(TypeError, match="Expected `gradients` to have a floating dtype, but got torch.int64"):
+        mamba_attr(attn, grads.round().long())
+    with pytest.raises(TypeError, match="Expected `gradients` to have a floating dtype, but got torch.bool"):
+        mamba_attr(attn, grads > 0)
+
+
+def test_gradients_may_leave_out_the_head_axis():
+    """`trace.attentions (B, L, 1, n, n)` goes with `trace.extras["hidden_attention_grad"] (B, L, n, n)`."""
+    attn, grads = _inputs()
+    expected = mamba_attr(attn, grads)
+    torch.testing.assert_close(mamba_attr(attn[:, :, None], grads), expected, atol=0, rtol=0)
+    torch.testing.assert_close(mamba_attr(attn, grads[:, :, None]), expected, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="Expected `attn` and `gradients` to have the same shape"):
+        mamba_attr(attn[:, :, None], grads[:, :2])

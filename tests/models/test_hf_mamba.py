@@ -8,7 +8,7 @@ from attnlens.models.hf_mamba import MambaAdapter
 from tests.conftest import tiny_mamba_lm, word_level_tokenizer
 
 torch.set_num_threads(1)
-WORDS = "the movie was great not bad at all a film i loved hated it".split()
+WORDS = ["the", "movie", "was", "great", "not", "bad", "at", "all", "a", "film", "i", "loved", "hated", "it"]
 
 
 def tiny_tokenizer():
@@ -150,3 +150,58 @@ def test_rejects_bad_input(adapter):
         adapter.target_id("the movie")
     with pytest.raises(ValueError, match="Expected a Hugging Face Mamba model with `layers`"):
         MambaAdapter(torch.nn.Linear(2, 2), None)
+
+
+BAD_TYPE = r"Expected `target` to be a token id \(int\), a list or tuple of ids, or an integer tensor, but got "
+OUT_OF_RANGE = r"Expected `target` to hold token ids in \[0, 16\), but got "
+
+
+@pytest.mark.parametrize(
+    ("target", "error", "message"),
+    [
+        (10**6, ValueError, OUT_OF_RANGE + "1000000"),
+        (-1, ValueError, OUT_OF_RANGE + "-1"),
+        ([3, 16], ValueError, OUT_OF_RANGE + "16"),
+        (torch.tensor([-2]), ValueError, OUT_OF_RANGE + "-2"),
+        (2.7, TypeError, BAD_TYPE + "float 2.7"),
+        (True, TypeError, BAD_TYPE + "bool True"),
+        ("good", TypeError, BAD_TYPE + "str 'good'; convert a token with `target_id`"),
+        ([1, 2.5], TypeError, BAD_TYPE + r"\[1, 2.5\] \(holding a float\)"),
+        ([1, False], TypeError, BAD_TYPE + r"\[1, False\] \(holding a bool\)"),
+        (torch.tensor([2.0]), TypeError, BAD_TYPE + "a tensor of dtype torch.float32"),
+        (torch.tensor([True]), TypeError, BAD_TYPE + "a tensor of dtype torch.bool"),
+    ],
+)
+def test_rejects_bad_target(adapter, target, error, message):
+    with pytest.raises(error, match=message):
+        adapter.trace(["good movie", "the film"], target=target)
+
+
+def test_target_forms_accepted(adapter):
+    texts = ["the movie was", "not bad"]
+    last = len(WORDS) + 1  # vocabulary size 16: ids 0..15
+    forms = (last, [0, last], (3, 4), torch.tensor([5, 6]), torch.tensor(7), torch.tensor([8], dtype=torch.int32))
+    for target in forms:
+        got = adapter.trace(texts, target=target, saliency="none").target
+        expected = torch.as_tensor(target).reshape(-1).long().expand(2)
+        assert got.tolist() == expected.tolist()
+    assert adapter.trace(["the movie"], target=adapter.target_id("great")).target.tolist() == [WORDS.index("great") + 2]
+
+
+def test_trace_uses_the_shared_flag_context_managers(adapter, monkeypatch):
+    """STYLE 23: eval mode and frozen parameters come from attnlens.models._hooks, not inline code."""
+    from attnlens.models import _hooks
+
+    entered = []
+
+    def spy(name, manager):
+        def wrapped(model):
+            entered.append(name)
+            return manager(model)
+        return wrapped
+
+    monkeypatch.setattr("attnlens.models.hf_mamba.eval_mode", spy("eval_mode", _hooks.eval_mode), raising=False)
+    monkeypatch.setattr("attnlens.models.hf_mamba.frozen_parameters",
+                        spy("frozen_parameters", _hooks.frozen_parameters), raising=False)
+    adapter.trace(["the movie"])
+    assert sorted(entered) == ["eval_mode", "frozen_parameters"]
