@@ -100,6 +100,32 @@ def _check_integer(value: object, name: str, *, low: int | None = None, high: in
     return number
 
 
+def _check_creatable_folder(path: object, name: str) -> None:
+    """Check that folder `path` exists or can be made: its nearest existing ancestor is a writable folder."""
+    import os  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    if path is None or str(path).strip() == "":
+        raise ValueError(f"Expected `{name}` to be a folder path, but got an empty string.")
+    target = Path(path).expanduser()
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"Expected `{name}` to be a folder, but {target} is a file.")
+    ancestor = target
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    writable = ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK)
+    if writable:  # os.access says yes to root everywhere: try it for real
+        import tempfile  # noqa: PLC0415
+
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".attnlens-probe-", dir=ancestor))
+        except OSError:
+            writable = False
+    if not writable:
+        raise ValueError(f"Expected `{name}` to be a folder that can be created, but {ancestor} is not a writable "
+                         f"folder.")
+
+
 def _check_same_shape(a: Tensor, b: Tensor, names: tuple[str, str]) -> None:
     if a.shape != b.shape:
         raise ValueError(

@@ -8,19 +8,29 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import warnings
 
 COMMANDS = ("sst2", "finetune", "explain", "attention_map")  # modules in attnlens/commands
+# library argument names that differ from the command-line option they come from
+_LIBRARY_NAMES = {"out_dir": "out", "data_dir": "data", "model_name_or_path": "model", "texts": "text"}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"attnlens: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attnlens", description="Explain what Transformer and Mamba models look "
-                                     "at, and measure how faithful the explanations are.")
+    parser = OneLineParser(prog="attnlens", description="Explain what Transformer and Mamba models look at, and "
+                           "measure how faithful the explanations are.")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or tables on stderr")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"attnlens.commands.{name}")
@@ -30,6 +40,32 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.add_parser(subparsers)
     return parser
+
+
+def _option_names(parser: argparse.ArgumentParser, command: str | None) -> dict[str, str]:
+    """Library argument name → the option a user typed (`batch_size` → `--batch-size`)."""
+    names: dict[str, str] = {}
+    parsers = [parser]
+    for action in parser._actions:  # noqa: SLF001 - argparse keeps subparsers here
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:  # noqa: SLF001
+            parsers.append(action.choices[command])
+    for each in parsers:
+        for action in each._actions:  # noqa: SLF001
+            if action.option_strings:
+                names[action.dest] = max(action.option_strings, key=len)
+    for library, dest in _LIBRARY_NAMES.items():
+        if dest in names and library not in names:
+            names[library] = names[dest]
+    return names
+
+
+def _in_user_terms(message: str, names: dict[str, str]) -> str:
+    """Replace `library_name` in a message by the command-line option it came from."""
+    return re.sub(r"`([A-Za-z_][A-Za-z0-9_]*)`", lambda m: f"`{names.get(m.group(1), m.group(1))}`", message)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"attnlens: warning: {message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,15 +82,19 @@ def main(argv: list[str] | None = None) -> int:
         import torch  # noqa: PLC0415
 
         torch.set_num_threads(args.threads)
+    names = _option_names(parser, args.command)
     try:
         with warnings.catch_warnings():
             if args.quiet:
                 warnings.simplefilter("ignore")
+            elif not args.debug:
+                warnings.showwarning = _one_line_warning  # restored by catch_warnings
             return int(args.run(args) or 0)
     except (ValueError, TypeError) as err:
         if args.debug:
             raise
-        print(f"attnlens: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"attnlens: error: {_in_user_terms(text, names)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("attnlens: interrupted", file=sys.stderr)

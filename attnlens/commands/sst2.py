@@ -7,7 +7,9 @@ import re
 import time
 from pathlib import Path
 
+from attnlens._checks import _check_creatable_folder
 from attnlens.commands._console import progress_bar, stderr_console
+from attnlens.experiments.outputs import check_output_folder
 from attnlens.experiments.sst2 import SST2StudyConfig, run_sst2_study, validate_sst2_config, write_sst2_outputs
 from attnlens.experiments.study_methods import METHOD_FAMILIES
 
@@ -15,7 +17,7 @@ HELP = "Correlate attention relevance with input-gradient saliency on SST-2, per
 
 
 def _csv(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+    return tuple(t.strip() for t in text.split(","))  # empty entries are kept, so validation reports them
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -51,15 +53,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     config = SST2StudyConfig(
         model=args.model, data=args.data, split=args.split, limit=args.limit, methods=_csv(args.methods),
-        thresholds=_csv(args.thresholds) or (args.thresholds,), alphas=_csv(args.alphas) or (args.alphas,),
+        thresholds=_csv(args.thresholds), alphas=_csv(args.alphas),
         reduce=args.reduce, saliency=args.saliency, saliency_at=args.saliency_at, target=args.target,
         batch_size=args.batch_size, device=args.device, exclude_special=args.exclude_special,
         distance=args.distance, head_fusion=args.head_fusion, seed=args.seed,
     )
     validate_sst2_config(config)
-    out = Path(args.out) if args.out else None
-    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"Expected `--out` to be a new or empty folder, but {out} already holds files.")
+    if args.out is not None:
+        check_output_folder(args.out, "--out")
+    else:
+        _check_creatable_folder("runs", "runs")  # the default output goes to a new folder inside runs/
+    out = Path(args.out) if args.out is not None else None
     with progress_bar("SST-2 study", quiet=args.quiet) as update:
         result = run_sst2_study(config, progress=update)
     if out is None:

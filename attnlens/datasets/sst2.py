@@ -60,11 +60,14 @@ def read_sst2_tsv(path: str | os.PathLike) -> SST2Split:
     for line_number, row in enumerate(rows[1:], start=2):
         if not row or all(not cell.strip() for cell in row):
             continue
-        if len(row) <= max(label_col, text_col):
-            raise ValueError(f"Expected {len(header)} columns on line {line_number} of {path}, but got {len(row)}.")
+        if len(row) != len(header):
+            raise ValueError(f"Expected {len(header)} columns on line {line_number} of {path}, but got {len(row)} "
+                             "(a tab inside a sentence?).")
         label = row[label_col].strip()
         if label not in ("0", "1"):
             raise ValueError(f"Expected label 0 or 1 on line {line_number} of {path}, but got {label!r}.")
+        if not row[text_col].strip():
+            raise ValueError(f"Expected a non-empty sentence on line {line_number} of {path}, but it is empty.")
         sentences.append(row[text_col].strip())
         labels.append(int(label))
     return SST2Split(sentences=sentences, labels=labels, source=str(path))

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from attnlens._checks import _check_number
+from attnlens._checks import _check_creatable_folder, _check_number
 from attnlens.datasets.sst2 import load_sst2
 from attnlens.paths import default_model_dir
 
@@ -226,7 +226,9 @@ def _check_device(device: str | torch.device) -> torch.device:
 
 
 def _check_out_dir(target: Path) -> None:
-    """Refuse to replace a folder this function did not write (it could be anything the user owns)."""
+    """Refuse to replace a folder this function did not write (it could be anything the user owns), and
+    refuse, before training, a folder that cannot be created."""
+    _check_creatable_folder(target, "out_dir")
     if target.exists():
         if not target.is_dir():
             raise ValueError(f"Expected `out_dir` to be a folder, but {target} is a file.")

@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from attnlens._checks import _check_creatable_folder
+
 
 def _clean(value: object) -> object:
     """JSON-safe copy: NaN/inf become None."""
@@ -33,6 +35,18 @@ def write_csv(header: list[str], rows: list[list[object]], path: Path) -> None:
         writer.writerows(rows)
 
 
+def check_output_folder(out_dir: str | Path, name: str = "out") -> None:
+    """Check, before any work, that `out_dir` is new or empty and can be created.
+
+    Raises:
+        ValueError: naming `name` when the folder holds files, is a file, or cannot be created.
+    """
+    _check_creatable_folder(out_dir, name)
+    folder = Path(out_dir)
+    if folder.is_dir() and any(folder.iterdir()):
+        raise ValueError(f"Expected `{name}` to be a new or empty folder, but {folder} already holds files.")
+
+
 def write_atomically(out_dir: str | Path, fill: Callable[[Path], None]) -> Path:
     """Let `fill` write into a temporary folder beside `out_dir`, then move it into place.
 
@@ -41,9 +55,8 @@ def write_atomically(out_dir: str | Path, fill: Callable[[Path], None]) -> Path:
     Raises:
         ValueError: when `out_dir` exists and is not an empty folder.
     """
+    check_output_folder(out_dir)
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ValueError(f"Expected `out` to be a new or empty folder, but {out_dir} already holds files.")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

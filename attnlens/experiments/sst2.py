@@ -85,6 +85,9 @@ class SST2StudyResult:
     gini: dict[str, np.ndarray]  # method -> (N, L) Gini coefficient of the relevance map
     layers_used: dict[str, np.ndarray]  # selective method -> (N,) layers composed
     lengths: np.ndarray
+    sentences: list[str] = field(default_factory=list)
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    predictions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     timings: dict[str, float] = field(default_factory=dict)
     summaries: dict[str, dict] = field(default_factory=dict)
 
@@ -103,6 +106,12 @@ class SST2StudyResult:
             "distance": self.config.distance,
             "head_fusion": self.config.head_fusion,
             "timings_seconds": self.timings,
+            "config": {  # everything needed to rerun the study
+                "model": self.model, "data": self.config.data, "split": self.config.split, "limit": self.config.limit,
+                "methods": list(self.config.methods), "thresholds": list(self.config.thresholds),
+                "alphas": list(self.config.alphas), "batch_size": self.config.batch_size,
+                "device": self.config.device, "seed": self.config.seed,
+            },
             "methods": self.summaries,
         }
 
@@ -180,7 +189,7 @@ def run_sst2_study(
     gini_scores = {m.name: np.full((total, layers), np.nan) for m in methods}
     correct = 0
     timings = {"model": 0.0, "methods": 0.0}
-    pending: list[tuple[list[int], torch.Tensor, dict[str, torch.Tensor]]] = []
+    pending: list[tuple[list[int], torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]] = []
     done = 0
     for batch in _length_batches(lengths, config.batch_size):
         start = time.perf_counter()
@@ -191,14 +200,16 @@ def run_sst2_study(
         start = time.perf_counter()
         correct = correct + (trace.logits.argmax(dim=-1) == trace.labels).sum()  # stays on the device
         within = None if progress is None else (lambda fraction: progress(done + fraction * len(batch), total))
-        pending.append((batch, *_score_batch(trace, methods, config, within)))
+        pending.append((batch, trace.logits.argmax(dim=-1), *_score_batch(trace, methods, config, within)))
         timings["methods"] += time.perf_counter() - start
         done += len(batch)
         if progress is not None:
             progress(done, total)
     start = time.perf_counter()
-    for batch, scores, used in pending:  # one transfer per batch, after all device work is queued
+    predictions = np.zeros(total, dtype=np.int64)
+    for batch, predicted, scores, used in pending:  # one transfer per batch, after all device work is queued
         index = np.asarray(batch)
+        predictions[index] = predicted.cpu().numpy()
         scores = scores.double().cpu().numpy()  # (3, M, B, L): rho, entropy, Gini
         for slot, method in enumerate(methods):
             correlations[method.name][index] = scores[0, slot]
@@ -211,7 +222,8 @@ def run_sst2_study(
     result = SST2StudyResult(config=config, model=str(model_name), n_examples=total, accuracy=correct / total,
                              num_layers=layers, correlations=correlations, entropy=entropy, gini=gini_scores,
                              layers_used=layers_used,
-                             lengths=np.asarray(lengths), timings=timings)
+                             lengths=np.asarray(lengths), sentences=list(sentences),
+                             labels=np.asarray(labels, dtype=np.int64), predictions=predictions, timings=timings)
     start = time.perf_counter()
     result.summaries = summarize_study(result)
     timings["summaries"] = time.perf_counter() - start
@@ -313,9 +325,11 @@ def write_sst2_outputs(result: SST2StudyResult, out_dir: str) -> Path:
         write_csv(["method", "layer", "median", "mean", "std", "ci95_low", "ci95_high", "count", "ratio_to_rollout",
                    "wilcoxon_p_vs_rollout", "entropy_median", "gini_median"], rows, folder / "results.csv")
         names = list(result.correlations)
-        header = ["example", "tokens"] + [f"{n}@L{layer + 1}" for n in names for layer in range(result.num_layers)]
-        per_example = [[i, int(result.lengths[i])] + [result.correlations[n][i, layer] for n in names
-                                                       for layer in range(result.num_layers)]
+        header = ["example", "tokens", "gold", "predicted", "sentence"] + [
+            f"{n}@L{layer + 1}" for n in names for layer in range(result.num_layers)]
+        per_example = [[i, int(result.lengths[i]), int(result.labels[i]), int(result.predictions[i]),
+                        result.sentences[i]] + [result.correlations[n][i, layer] for n in names
+                                                for layer in range(result.num_layers)]
                        for i in range(result.n_examples)]
         write_csv(header, per_example, folder / "per_example.csv")
         head, table_rows = study_rows(result.summaries)

@@ -52,10 +52,10 @@ def parse_numbers(text: str | Sequence[str], name: str, *, low: float, high: flo
         bad_high = high is not None and (value > high if high_inclusive else value >= high)
         if math.isnan(value) or (math.isinf(value) and not allow_inf) or value < low or bad_high:
             bound = "" if high is None else (f", {high:g}]" if high_inclusive else f", {high:g})")
-            interval = f"[{low:g}{bound or ', inf)'}"
+            interval = f"[{low:g}{bound or (', inf]' if allow_inf else ', inf)')}"
             raise ValueError(f"Expected every entry of `{name}` to lie in {interval}, but got {item!r}.")
-    if len(set(items)) != len(items):
-        raise ValueError(f"Expected the entries of `{name}` to be distinct, but got {text!r}.")
+    if len({float(item) for item in items}) != len(items):
+        raise ValueError(f"Expected the entries of `{name}` to be distinct numbers, but got {','.join(items)!r}.")
     return items
 
 

@@ -22,6 +22,8 @@ def test_reads_either_column_order(tmp_path):
         ("foo\tbar\n1\tx\n", "to have a `label` column"),
         ("label\tsentence\n2\tx\n", "Expected label 0 or 1 on line 2"),
         ("label\tsentence\n1\n", "Expected 2 columns on line 2"),
+        ("label\tsentence\n0\tbad film\textra\n", r"Expected 2 columns on line 2 .*, but got 3"),
+        ("label\tsentence\n1\tgood\n0\t  \n", "Expected a non-empty sentence on line 3"),
     ],
 )
 def test_bad_files(tmp_path, content, match):

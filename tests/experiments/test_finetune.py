@@ -245,5 +245,5 @@ def test_cli_finetune_bad_input_exits_2(toy, tmp_path, capsys):
 
     _, base, data = toy
     code = main(["finetune", "--base", str(base), "--data", str(data), "--max-steps", "0", "--out", str(tmp_path / "o")])
-    assert code == 2 and "Expected `max_steps` to be a positive integer" in capsys.readouterr().err
+    assert code == 2 and "Expected `--max-steps` to be a positive integer" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

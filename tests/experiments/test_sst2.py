@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -43,7 +44,11 @@ def test_cli_end_to_end_on_tiny_bert(tiny_bert_dir, tiny_sst2_dir, tmp_path, cap
     _check_schema(document, layers=2, thresholds=["0.05", "0.5"])
     assert (out / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| selective@0.05 |" in (out / "table.md").read_text()
-    assert len((out / "per_example.csv").read_text().splitlines()) == 25
+    rows = list(csv.DictReader((out / "per_example.csv").open()))
+    assert len(rows) == 24 and {"gold", "predicted", "sentence"} <= set(rows[0])
+    assert document["config"]["thresholds"] == ["0.05", "0.5"] and document["config"]["limit"] == 24
+    accuracy = sum(r["gold"] == r["predicted"] for r in rows) / 24
+    assert accuracy == pytest.approx(document["accuracy"])
 
 
 def test_batching_does_not_change_results(tiny_bert_dir, tiny_sst2_dir):
@@ -64,12 +69,12 @@ def test_length_batches_sort_and_cover():
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
-        (["--methods", "raw,magic"], "Expected every entry of `methods` to be one of"),
-        (["--thresholds", "0.5,abc"], "Expected every entry of `thresholds` to be a number, but got 'abc'"),
-        (["--thresholds", "-1"], "Expected every entry of `thresholds` to lie in"),
-        (["--alpha", "1.5", "--methods", "diffusion"], "Expected every entry of `alphas` to lie in"),
-        (["--limit", "0"], "Expected `limit` to be a positive integer"),
-        (["--batch-size", "0"], "Expected `batch_size` to be a positive integer"),
+        (["--methods", "raw,magic"], "Expected every entry of `--methods` to be one of"),
+        (["--thresholds", "0.5,abc"], "Expected every entry of `--thresholds` to be a number, but got 'abc'"),
+        (["--thresholds", "-1"], "Expected every entry of `--thresholds` to lie in [0, inf]"),
+        (["--alpha", "1.5", "--methods", "diffusion"], "Expected every entry of `--alpha` to lie in [0, 1)"),
+        (["--limit", "0"], "Expected `--limit` to be a positive integer"),
+        (["--batch-size", "0"], "Expected `--batch-size` to be a positive integer"),
     ],
 )
 def test_bad_options_exit_2_and_write_nothing(tiny_bert_dir, tiny_sst2_dir, tmp_path, capsys, extra, match):
@@ -89,7 +94,7 @@ def test_bad_data_exit_2(tiny_bert_dir, tmp_path, capsys):
         assert code == 2 and match in capsys.readouterr().err
     (tmp_path / "sst2" / "dev.tsv").write_text("label\tsentence\n1\tgood\n0\t \n")
     code = main(["sst2", "--model", str(tiny_bert_dir), "--data", str(tmp_path), "--out", str(tmp_path / "o")])
-    assert code == 2 and "sentence 1" in capsys.readouterr().err
+    assert code == 2 and "non-empty sentence on line 3" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
