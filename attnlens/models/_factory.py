@@ -8,6 +8,26 @@ from attnlens._checks import _check_device
 from attnlens.models._registry import adapter_for_config
 
 
+def _check_model_reference(name_or_path: str) -> None:
+    """A reference that is clearly a path must exist (and is then never looked up on the hub)."""
+    import os  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    text = str(name_or_path)
+    if not text.strip():
+        raise ValueError("Expected `model` to be a Hugging Face model id or a local model folder, but got ''.")
+    looks_like_path = text.startswith(("/", ".", "~")) or os.sep in text.rstrip(os.sep) and text.count("/") > 1
+    if looks_like_path and not Path(text).expanduser().exists():
+        raise ValueError(f"Expected `model` to be a local model folder, but {text} does not exist.")
+
+
+def load_failure(name_or_path: str, err: Exception) -> ValueError:
+    """One line saying why a model could not be loaded, with the first line of the cause."""
+    cause = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+    return ValueError(f"Expected `model` to be a Hugging Face model id or a local model folder, but {name_or_path!r} "
+                      f"could not be loaded ({type(err).__name__}{': ' + cause if cause else ''}).")
+
+
 def load_adapter(name_or_path: str, *, device: str | torch.device = "cpu") -> object:
     """Read the model's Hugging Face config, pick the registered adapter family, and load it.
 
@@ -26,16 +46,14 @@ def load_adapter(name_or_path: str, *, device: str | torch.device = "cpu") -> ob
         >>> load_adapter("/no/such/model")
         Traceback (most recent call last):
         ...
-        ValueError: Expected `model` to be a Hugging Face model id or a local model folder, but '/no/such/model' could not be loaded (OSError).
+        ValueError: Expected `model` to be a local model folder, but /no/such/model does not exist.
     """
     device = _check_device(device)
+    _check_model_reference(name_or_path)
     from transformers import AutoConfig  # noqa: PLC0415
 
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except Exception as err:  # noqa: BLE001 - hub, IO and format errors of every kind
-        raise ValueError(
-            f"Expected `model` to be a Hugging Face model id or a local model folder, but {name_or_path!r} could not "
-            f"be loaded ({type(err).__name__})."
-        ) from err
+        raise load_failure(name_or_path, err) from err
     return adapter_for_config(config).from_pretrained(name_or_path, device=device)

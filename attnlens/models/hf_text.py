@@ -15,6 +15,7 @@ from torch import Tensor
 
 from attnlens._checks import _check_choice, _check_device
 from attnlens.models._hooks import eval_mode, frozen_parameters
+from attnlens.models._factory import _check_model_reference, load_failure
 from attnlens.models._registry import register_adapter
 from attnlens.models._saliency import SALIENCY_REDUCTIONS, reduce_saliency
 from attnlens.trace import Trace
@@ -78,12 +79,13 @@ class TextClassifierAdapter:
         hf_logging.disable_progress_bar()
         try:
             try:
+                _check_model_reference(name_or_path)
+            except ValueError as err:
+                raise ExplainError(str(err)) from None
+            try:
                 config = AutoConfig.from_pretrained(name_or_path, local_files_only=local_files_only)
             except Exception as err:  # noqa: BLE001 - hub/IO errors of every kind
-                raise ExplainError(
-                    f"Expected `model` to be a Hugging Face model id or a local model folder, but {name_or_path!r} "
-                    f"could not be loaded ({type(err).__name__})."
-                ) from err
+                raise ExplainError(str(load_failure(name_or_path, err))) from err
             architectures = getattr(config, "architectures", None) or []
             if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
                 raise ExplainError(

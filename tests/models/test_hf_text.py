@@ -140,7 +140,7 @@ def test_not_a_classifier(tmp_path, tiny_tokenizer_dir):
 
 
 def test_missing_model():
-    with pytest.raises(ExplainError, match="Expected `model` to be a Hugging Face model id or a local model folder"):
+    with pytest.raises(ExplainError, match="Expected `model` to be a (Hugging Face model id or a )?local model folder"):
         TextClassifierAdapter.from_pretrained("/nonexistent/model/folder")
 
 
