@@ -1,9 +1,9 @@
 """The attention-map figure of one text: every layer's attention before and after Network Diffusion.
 
 Runs a text classifier on one text, fuses the heads of each layer, diffuses the fused matrices
-(:func:`~attnlens.methods.network_diffusion`) and writes a PNG (or an interactive HTML page)
-with both matrices side by side and the rollout relevance of both
-(:mod:`attnlens.viz.attention_map`).
+(:func:`~attnlens.methods.network_diffusion`) and writes a PNG or an interactive HTML page,
+chosen by the file's extension, with both matrices side by side and the rollout relevance of
+both (:mod:`attnlens.viz.attention_map`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from pathlib import Path
 
 import torch
 
+from attnlens._files import _check_output_file
 from attnlens.viz.attention_map import AttentionMap, attention_map_html, compute_attention_map, plot_attention_map
+
+_FORMATS = {".png": False, ".html": True}  # suffix -> HTML page?
 
 
 def attention_map(
@@ -22,7 +25,7 @@ def attention_map(
     *,
     alpha: float = 0.9,
     out: str | os.PathLike,
-    html: bool = False,
+    html: bool | None = None,
     reduce: str = "cls",
     top_k: int | None = None,
     head_fusion: str = "mean",
@@ -41,8 +44,11 @@ def attention_map(
             ``trace(texts, *, saliency=None)`` method returning a :class:`~attnlens.trace.Trace`.
         text: the text to explain.
         alpha: diffusion strength in [0, 1).
-        out: path of the PNG (or HTML page) to write.
-        html: write a self-contained interactive HTML page instead of a PNG.
+        out: path to write: ``.png`` gives a PNG, ``.html`` a self-contained interactive HTML
+            page. Checked before the model is loaded; written atomically, missing parent
+            folders are created.
+        html: optional; True asks for an HTML page and False for a PNG, and must then agree
+            with the suffix of `out`. None (default) goes by the suffix alone.
         reduce: ``"cls"``, ``"max"`` or ``"mean"``, how rollout's joint attention becomes relevance.
         top_k: row sparsification before diffusion (None keeps every entry).
         head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads.
@@ -54,8 +60,11 @@ def attention_map(
 
     Raises:
         ValueError: on a model that cannot be loaded, an empty text or a bad option (the
-            adapter's and the methods' one-line messages).
+            adapter's and the methods' one-line messages), or an `out` that does not end in
+            ``.png``/``.html`` (or disagrees with `html`), is an existing folder, or lies under a
+            file or a read-only folder.
     """
+    html = _output_format(out, html, "out")
     amap = attention_map_data(model, text, alpha=alpha, reduce=reduce, top_k=top_k, head_fusion=head_fusion,
                               residual=residual, device=device)
     if html:
@@ -84,3 +93,17 @@ def attention_map_data(
     attentions = trace.attentions[0][..., valid[:, None], valid[None, :]]
     return compute_attention_map(attentions, list(trace.tokens[0]), alpha=alpha, reduce=reduce, top_k=top_k,
                                  residual=residual, head_fusion=head_fusion)
+
+
+def _output_format(out: object, html: bool | None, name: str) -> bool:
+    """Check the output path of :func:`attention_map` before any work; True when it is an HTML page.
+
+    `name` is the option named in messages (``"out"`` here, ``"--out"`` in the CLI).
+    """
+    path = _check_output_file(out, name, suffixes=tuple(_FORMATS))
+    by_suffix = _FORMATS[path.suffix.lower()]
+    if html is not None and bool(html) != by_suffix:
+        wanted = ".html" if html else ".png"
+        raise ValueError(f"Expected `{name}` to end in {wanted} ({'an HTML page' if html else 'a PNG'} was asked for), "
+                         f"but got {str(out)!r}.")
+    return by_suffix

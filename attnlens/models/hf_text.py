@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from attnlens._checks import _check_choice, _check_device
-from attnlens.models._hooks import eval_mode, frozen_parameters
 from attnlens.models._factory import _check_model_reference, load_failure
+from attnlens.models._hooks import eval_mode, frozen_parameters
 from attnlens.models._registry import register_adapter
 from attnlens.models._saliency import SALIENCY_REDUCTIONS, reduce_saliency
 from attnlens.trace import Trace

@@ -4,12 +4,15 @@
 :class:`AttentionMap` (the matrices before and after diffusion and the rollout relevance of
 both); :func:`plot_attention_map` draws it with matplotlib (Agg, no pyplot state) and
 :func:`attention_map_html` writes one self-contained interactive page (inline SVG and
-JavaScript, no network access): hovering a token shows its row.
+JavaScript, no network access): hovering a token shows its row. Layers are numbered from 1
+(layer 1 … L), as in the SST-2 study. Both writers write atomically (temporary file + rename)
+and create missing parent folders.
 """
 
 from __future__ import annotations
 
 import html
+import io
 import json
 import os
 from pathlib import Path
@@ -19,6 +22,7 @@ import torch
 from torch import Tensor
 
 from attnlens._checks import _check_attention, _check_choice, _check_floating, _check_ndim
+from attnlens._files import _write_atomic
 from attnlens.methods._common import _normalize_rows, fuse_heads
 from attnlens.methods.network_diffusion import network_diffusion
 from attnlens.methods.relevance import relevance
@@ -124,7 +128,7 @@ def plot_attention_map(amap: AttentionMap, out: str | os.PathLike, *, dpi: int =
 
     Args:
         amap: what :func:`compute_attention_map` returned.
-        out: path of the PNG to write (parent folders are created).
+        out: path of the PNG to write (atomically; parent folders are created).
         dpi: resolution.
 
     Returns:
@@ -146,7 +150,7 @@ def plot_attention_map(amap: AttentionMap, out: str | os.PathLike, *, dpi: int =
         for column, (name, matrices) in enumerate(panels):
             axes = figure.add_subplot(grid[layer, column])
             image = axes.imshow(matrices[layer].numpy(), cmap="viridis", vmin=0.0, interpolation="nearest")
-            axes.set_title(f"layer {layer}: {name}", fontsize=9)
+            axes.set_title(f"layer {layer + 1}: {name}", fontsize=9)
             if labelled:
                 axes.set_xticks(range(n), amap.tokens, rotation=90, fontsize=font)
                 axes.set_yticks(range(n), amap.tokens, fontsize=font)
@@ -163,10 +167,9 @@ def plot_attention_map(amap: AttentionMap, out: str | os.PathLike, *, dpi: int =
     bars.legend(fontsize=8)
     if labelled:
         bars.set_xticks(positions, amap.tokens, rotation=90, fontsize=font)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, format="png")
-    return out
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return _write_atomic(out, buffer.getvalue())
 
 
 _HTML_TEMPLATE = """<!DOCTYPE html>
@@ -187,8 +190,8 @@ h2 { font-size: 15px; margin: .2em 0; }
 </head>
 <body>
 <h1 style="font-size:18px">__TITLE__</h1>
-<p>Head-fused attention per layer, before and after Network Diffusion (rows = queries). Hover a token
-label or a cell to see that token's row; the last chart shows the rollout relevance of both.</p>
+<p>Head-fused attention per layer (layer 1 is the first), before and after Network Diffusion (rows = queries).
+Hover a token label or a cell to see that token's row; the last chart shows the rollout relevance of both.</p>
 <div id="row">Hover a token.</div>
 <div id="layers"></div>
 <h2>Rollout relevance (reduce = __REDUCE__)</h2>
@@ -215,7 +218,7 @@ label or a cell to see that token's row; the last chart shows the rollout releva
     const box = document.getElementById("row");
     box.textContent = "";
     const head = document.createElement("b");
-    head.textContent = "layer " + layer + ", " + which + ", row of \\"" + data.tokens[row] + "\\": ";
+    head.textContent = "layer " + (layer + 1) + ", " + which + ", row of \\"" + data.tokens[row] + "\\": ";
     box.appendChild(head);
     values.map((v, i) => [v, i]).sort((a, b) => b[0] - a[0]).forEach(([v, i]) => {
       const span = document.createElement("span");
@@ -228,7 +231,7 @@ label or a cell to see that token's row; the last chart shows the rollout releva
   function matrix(layer, which, title, parent) {
     const wrap = document.createElement("div");
     const heading = document.createElement("h2");
-    heading.textContent = "layer " + layer + ": " + title;
+    heading.textContent = "layer " + (layer + 1) + ": " + title;
     wrap.appendChild(heading);
     const size = label + n * cell + 4;
     const svg = el("svg", {width: size, height: size}, wrap);
@@ -301,7 +304,7 @@ def attention_map_html(amap: AttentionMap, out: str | os.PathLike, *, title: str
 
     Args:
         amap: what :func:`compute_attention_map` returned.
-        out: path of the HTML file to write (parent folders are created).
+        out: path of the HTML file to write (atomically; parent folders are created).
         title: page title.
 
     Returns:
@@ -325,7 +328,4 @@ def attention_map_html(amap: AttentionMap, out: str | os.PathLike, *, title: str
         .replace("__REDUCE__", html.escape(amap.reduce))
         .replace("__DATA__", payload)
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+    return _write_atomic(out, page)

@@ -55,5 +55,34 @@ def test_real_classifier(tmp_path: Path) -> None:
 
 
 def test_unknown_model(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="Expected `model` to be a Hugging Face model id or a local model folder"):
+    with pytest.raises(ValueError, match="Expected `model` to be .*local model folder"):
         attention_map(str(tmp_path / "missing"), "good", out=tmp_path / "x.png")
+
+
+def test_format_follows_the_extension(tiny_model_dir: Path, tmp_path: Path) -> None:
+    page = attention_map(str(tiny_model_dir), "a good movie", out=tmp_path / "new" / "map.HTML")
+    assert page.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    png = attention_map(str(tiny_model_dir), "a good movie", out=tmp_path / "map.png", html=False)
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["map.HTML", "map.png", "new"]  # no temporary files
+
+
+@pytest.mark.parametrize(("name", "html", "message"), [
+    ("x.jpg", None, r"Expected `out` to end in \.png or \.html, but got '.*x\.jpg'\."),
+    ("x", None, r"Expected `out` to end in \.png or \.html, but got '.*x'\."),
+    ("x.png", True, r"Expected `out` to end in \.html \(an HTML page was asked for\), but got '.*x\.png'\."),
+    ("x.html", False, r"Expected `out` to end in \.png \(a PNG was asked for\), but got '.*x\.html'\."),
+])
+def test_bad_output_names_fail_before_loading(tmp_path: Path, name: str, html: bool | None, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        attention_map(str(tmp_path / "no-model"), "good", out=tmp_path / name, html=html)
+    assert not (tmp_path / name).exists()
+
+
+def test_output_folders_fail_before_loading(tmp_path: Path) -> None:
+    (tmp_path / "taken.png").mkdir()
+    with pytest.raises(ValueError, match="Expected `out` to be a file path, but .*taken.png' is an existing folder"):
+        attention_map(str(tmp_path / "no-model"), "good", out=tmp_path / "taken.png")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="Expected `out` to be in a folder, but .*file' is a file"):
+        attention_map(str(tmp_path / "no-model"), "good", out=tmp_path / "file" / "map.png")

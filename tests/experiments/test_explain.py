@@ -1,3 +1,4 @@
+import os
 from html.parser import HTMLParser
 
 import pytest
@@ -44,6 +45,7 @@ def test_explain_tiny_mamba_writes_valid_html(saved_mamba, tmp_path, method):
     assert result.tokens == ["the", "movie", "was", "not", "bad"]
     assert result.relevance.shape == (5,) and torch.isfinite(result.relevance).all()
     assert result.target == WORDS.index("great") + 2 and result.target_label == "great"
+    assert result.saliency.shape == (5,) and not bool(result.special.any())
     checker = _Checker()
     checker.feed(page.read_text(encoding="utf-8"))
     assert checker.stack == [] and checker.spans == 5
@@ -60,3 +62,33 @@ def test_explain_default_target_and_errors(saved_mamba):
         explain(str(saved_mamba), "  ")
     with pytest.raises(ValueError, match="Expected `target` to be a single token"):
         explain(str(saved_mamba), "the movie", target="not bad")
+
+
+def test_explain_classifier_flags_specials_and_saliency_follows_target(tiny_bert_dir, tmp_path):
+    text = "the movie is good"
+    first = explain(str(tiny_bert_dir), text, target=0, html=tmp_path / "deep" / "er" / "zero.html")
+    second = explain(str(tiny_bert_dir), text, target=1)
+    assert first.tokens == ["[CLS]", "the", "movie", "is", "good", "[SEP]"]
+    assert first.special.tolist() == [True, False, False, False, False, True]
+    assert first.saliency.shape == (6,) and bool((first.saliency >= 0).all())
+    # rollout does not depend on the class; the saliency of the target's logit does
+    torch.testing.assert_close(first.relevance, second.relevance, atol=0, rtol=0)
+    assert float((first.saliency - second.saliency).abs().max()) > 1e-6
+    page = first.html.read_text(encoding="utf-8")
+    assert first.html.parent.name == "er" and "class-agnostic" in page and page.count("<tr") == 7
+    assert os.listdir(first.html.parent) == ["zero.html"]
+
+
+def test_explain_mamba_attr_needs_a_mamba_model(tiny_bert_dir):
+    with pytest.raises(ValueError, match=r"Expected a Mamba model for `method` 'mamba_attr' \(it needs hidden-attention "
+                       r"gradients\), but got a 'text'-family model \(BertForSequenceClassification\)\."):
+        explain(str(tiny_bert_dir), "good", method="mamba_attr")
+
+
+def test_explain_checks_the_html_path_before_loading(tmp_path):
+    missing_model = str(tmp_path / "no-model")
+    with pytest.raises(ValueError, match="Expected `html` to be a file path, but .* is an existing folder"):
+        explain(missing_model, "good", html=tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="Expected `html` to be in a folder, but .* is a file"):
+        explain(missing_model, "good", html=tmp_path / "file" / "x.html")

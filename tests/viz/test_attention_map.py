@@ -66,3 +66,23 @@ def test_errors(generator: torch.Generator) -> None:
         compute_attention_map(attn[None], ["a"] * 5)
     with pytest.raises(ValueError, match="Expected `alpha` to lie in \\[0, 1\\)"):
         compute_attention_map(attn, ["a"] * 5, alpha=1.5)
+
+
+def test_layers_are_numbered_from_one(generator: torch.Generator, tmp_path: Path, monkeypatch) -> None:
+    from matplotlib.figure import Figure
+
+    titles: list[str] = []
+    original = Figure.savefig
+
+    def recording(self, *args, **kwargs):
+        titles.extend(axes.get_title() for axes in self.axes)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording)
+    amap = compute_attention_map(_example(generator), ["[CLS]", "a", "good", "film", "[SEP]"])
+    plot_attention_map(amap, tmp_path / "map.png")
+    layer_titles = [title for title in titles if title.startswith("layer")]
+    assert layer_titles == ["layer 1: before", "layer 1: after (α = 0.9)", "layer 2: before", "layer 2: after (α = 0.9)"]
+    page = attention_map_html(amap, tmp_path / "map.html").read_text(encoding="utf-8")
+    assert '"layer " + (layer + 1)' in page and '"layer " + layer +' not in page
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.html", "map.png"]  # written atomically, no leftovers

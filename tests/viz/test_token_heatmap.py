@@ -1,9 +1,17 @@
+import os
+import re
 from html.parser import HTMLParser
 
 import pytest
 import torch
 
-from attnlens.viz.token_heatmap import token_heatmap_html, token_heatmap_text, write_token_heatmap_html
+from attnlens._files import _check_output_file, _write_atomic
+from attnlens.viz.token_heatmap import (
+    token_heatmap_html,
+    token_heatmap_text,
+    token_table,
+    write_token_heatmap_html,
+)
 
 
 class _Spans(HTMLParser):
@@ -45,3 +53,110 @@ def test_rejects_mismatched_lengths():
         token_heatmap_html(["a", "b"], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="Expected at least one token"):
         token_heatmap_text([], [])
+
+
+def _render(renderable) -> str:
+    import io
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=100, color_system=None)
+    console.print(renderable)
+    return console.file.getvalue()
+
+
+def test_colours_are_scaled_over_ordinary_tokens_and_specials_are_grey():
+    tokens, values, special = ["[CLS]", "dull", "plot", "[SEP]"], [0.7, 0.1, 0.05, 0.15], [True, False, False, True]
+    text = token_heatmap_text(tokens, values, special=torch.tensor(special))
+    assert text.plain == "[CLS] dull plot [SEP]"
+    styles = [span.style for span in text.spans]
+    assert styles[0].bgcolor is None and styles[0].color.name == "grey50" and styles[3].bgcolor is None
+    assert tuple(styles[1].bgcolor.triplet) == (220, 40, 40)  # the top word is full red, not [CLS]
+    assert tuple(styles[2].bgcolor.triplet) == (238, 148, 148)
+    # without the flags [CLS] sets the scale and the top word is pale
+    pale = token_heatmap_text(tokens, values).spans[1].style.bgcolor.triplet
+    assert tuple(pale) == (250, 224, 224)
+
+
+def test_token_table_ranks_words_with_saliency():
+    tokens = ["[CLS]", "the", "dull", "plot", "[SEP]"]
+    table = token_table(tokens, [0.6, 0.1, 0.2, 0.05, 0.05], saliency=[0.0, 0.01, 0.03, 0.02, 0.0],
+                        special=[True, False, False, False, True], top=2)
+    assert [column.header for column in table.columns] == ["#", "pos", "token", "relevance", "saliency"]
+    lines = _render(table).splitlines()
+    assert lines[1].split() == ["1", "2", "dull", "0.2000", "0.03000"]
+    assert lines[2].split() == ["2", "1", "the", "0.1000", "0.01000"]
+    assert len(lines) == 3 and "[CLS]" not in _render(table)
+    every = token_table(tokens, [0.6, 0.1, 0.2, 0.05, 0.05], top=None)
+    assert every.row_count == 5 and len(every.columns) == 4
+
+
+def test_html_colours_words_and_tabulates_numbers():
+    page = token_heatmap_html(["[CLS]", "a", "b"], [0.8, 0.1, 0.2], saliency=[0.0, 0.5, 0.25],
+                              special=[True, False, False], note="rollout is class-agnostic")
+    assert '<span class="tok special" title="0.8000 (special token, not coloured)">[CLS]</span>' in page
+    assert 'style="background-color:rgb(220,40,40)" title="0.2000">b</span>' in page
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", page)
+    cells = [re.findall(r"<t[dh]>(.*?)</t[dh]>", row) for row in rows]
+    assert cells == [["#", "pos", "token", "relevance", "saliency"], ["1", "2", "b", "0.2000", "0.2500"],
+                     ["2", "1", "a", "0.1000", "0.5000"], ["", "0", "[CLS]", "0.8000", "0.0000"]]
+    assert '<p class="note">rollout is class-agnostic</p>' in page
+
+
+def test_rejects_mismatched_saliency_and_flags():
+    with pytest.raises(ValueError, match=r"Expected `saliency` to have one value per token \(2\), but got 1 values"):
+        token_table(["a", "b"], [1.0, 2.0], saliency=[1.0])
+    with pytest.raises(ValueError, match=r"Expected `special` to have one flag per token \(2\), but got 3"):
+        token_heatmap_html(["a", "b"], [1.0, 2.0], special=[True, False, False])
+
+
+def test_check_output_file(tmp_path):
+    assert _check_output_file(tmp_path / "new" / "deeper" / "x.html", "html") == tmp_path / "new" / "deeper" / "x.html"
+    assert not (tmp_path / "new").exists()  # nothing is created by the check
+    with pytest.raises(ValueError, match="Expected `--out` to be a file path, but .* is an existing folder"):
+        _check_output_file(tmp_path, "--out")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="Expected `html` to be in a folder, but .*file' is a file"):
+        _check_output_file(tmp_path / "file" / "sub" / "x.html", "html")
+    with pytest.raises(ValueError, match=r"Expected `out` to end in \.png or \.html, but got 'x\.jpg'"):
+        _check_output_file("x.jpg", "out", suffixes=(".png", ".html"))
+    with pytest.raises(ValueError, match="Expected `html` to be a file path, but got an empty string"):
+        _check_output_file(" ", "html")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
+def test_check_output_file_read_only_folder(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        with pytest.raises(ValueError, match="Expected `html` to be in a writable folder, but .* is not writable"):
+            _check_output_file(locked / "x.html", "html")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_write_atomic_leaves_nothing_half_written(tmp_path, monkeypatch):
+    path = _write_atomic(tmp_path / "a" / "b" / "page.html", "new")
+    assert path.read_text() == "new" and os.listdir(path.parent) == ["page.html"]
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+    def broken(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        _write_atomic(path, b"partial")
+    assert path.read_text() == "new" and os.listdir(path.parent) == ["page.html"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_saliency_decimals_follow_its_scale():
+    lines = _render(token_table(["a", "b"], [0.5, 0.25], saliency=[1.6e-5, 2.5e-6])).splitlines()
+    assert lines[1].split()[-1] == "0.00001600" and lines[2].split()[-1] == "0.00000250"
+    lines = _render(token_table(["a"], [1.0], saliency=[123.456])).splitlines()
+    assert lines[1].split()[-1] == "123.4560"
