@@ -99,11 +99,16 @@ def attention_flow(
         return _layered_max_flows(compact[b][1][: top + 1])
 
     threads = min(len(tasks), workers if workers is not None else torch.get_num_threads())
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for done, ((b, slot, _), solved) in enumerate(zip(tasks, pool.map(solve, tasks)), start=1):
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None  # a pool costs more than tiny inputs
+    try:
+        results = pool.map(solve, tasks) if pool is not None else map(solve, tasks)
+        for done, ((b, slot, _), solved) in enumerate(zip(tasks, results), start=1):
             valid = compact[b][0]
             flows[b, slot][np.ix_(valid, valid)] = solved
             if progress is not None:
                 progress(done, len(tasks))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     result = _normalize_rows(torch.from_numpy(flows)).to(device=attn.device, dtype=attn.dtype)
     return result if layer is None else result[:, 0]
