@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from attnlens._checks import _check_device
@@ -10,7 +12,6 @@ from attnlens.models._registry import adapter_for_config
 
 def _check_model_reference(name_or_path: str) -> None:
     """A reference that is clearly a path must exist (and is then never looked up on the hub)."""
-    import os  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
     text = str(name_or_path)
@@ -19,6 +20,33 @@ def _check_model_reference(name_or_path: str) -> None:
     looks_like_path = text.startswith(("/", ".", "~")) or os.sep in text.rstrip(os.sep) and text.count("/") > 1
     if looks_like_path and not Path(text).expanduser().exists():
         raise ValueError(f"Expected `model` to be a local model folder, but {text} does not exist.")
+    if not looks_like_path and not Path(text).expanduser().exists():
+        _check_hub_reachable(text)
+
+
+def _check_hub_reachable(model_id: str) -> None:
+    """Fail fast (instead of ~20 s of retries inside transformers) when a hub id is neither cached
+    nor reachable; any other answer of the hub is left to the loader."""
+    try:
+        from huggingface_hub import model_info, try_to_load_from_cache  # noqa: PLC0415
+
+        if isinstance(try_to_load_from_cache(model_id, "config.json"), str):
+            return
+    except Exception:  # noqa: BLE001 - an unusable id is reported by the loader
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false"):
+        raise ValueError(f"Expected `model` to be a local folder or a cached hub model (HF_HUB_OFFLINE is set), but "
+                         f"{model_id!r} is not in the Hugging Face cache.")
+    try:
+        model_info(model_id, timeout=10)
+    except Exception as err:  # noqa: BLE001
+        names = {cls.__name__ for cls in type(err).__mro__}
+        if names & {"ConnectError", "ConnectionError", "ConnectTimeout", "TimeoutException", "NetworkError"}:
+            raise ValueError(f"Expected `model` to be a local folder or a reachable hub model, but the Hugging Face "
+                             f"hub cannot be reached and {model_id!r} is not in the local cache.") from None
+        if "RepositoryNotFoundError" in names:
+            raise ValueError(f"Expected `model` to be a local folder or a hub model, but {model_id!r} does not exist "
+                             f"on the Hugging Face hub (or needs a login).") from None
 
 
 def load_failure(name_or_path: str, err: Exception) -> ValueError:

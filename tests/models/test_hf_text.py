@@ -183,3 +183,22 @@ def test_unavailable_device(tiny_bert_dir):
         pytest.skip("a CUDA device is present")
     with pytest.raises(ValueError, match="Expected `device` 'cuda' to be available"):
         TextClassifierAdapter.from_pretrained(str(tiny_bert_dir), device="cuda")
+
+
+def test_unreachable_hub_fails_fast(monkeypatch):
+    import huggingface_hub
+
+    class ConnectError(Exception):
+        pass
+
+    def unreachable(*args, **kwargs):
+        raise ConnectError("Name or service not known")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
+    with pytest.raises(ValueError, match="the Hugging Face hub cannot be reached and 'org/model' is not in the"):
+        TextClassifierAdapter.from_pretrained("org/model")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="HF_HUB_OFFLINE is set"):
+        TextClassifierAdapter.from_pretrained("org/model")
