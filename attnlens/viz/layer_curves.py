@@ -29,22 +29,33 @@ def plot_layer_curves(
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=150)
+    count = len(summaries)
+    colors = plt.get_cmap("tab10" if count <= 10 else "tab20").colors
+    styles = ("-", "--", "-.", ":")
+    families: dict[str, str] = {}  # method family (name before "@") -> line style
+    fig, ax = plt.subplots(figsize=(7 + (2.5 if count > 6 else 0), 4.2), dpi=150)
     try:
-        for name, entry in summaries.items():
-            medians = list(entry["median"])
+        for index, (name, entry) in enumerate(summaries.items()):
+            medians = [float("nan") if m is None else m for m in entry["median"]]
             layers = list(range(1, len(medians) + 1))
-            (line,) = ax.plot(layers, medians, marker="o", markersize=3, label=name)
+            style = families.setdefault(name.split("@")[0], styles[len(families) % len(styles)])
+            (line,) = ax.plot(layers, medians, marker="o", markersize=3, label=name, linestyle=style,
+                              color=colors[index % len(colors)])
             if "ci95" in entry:
-                low = [c[0] for c in entry["ci95"]]
-                high = [c[1] for c in entry["ci95"]]
-                ax.fill_between(layers, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+                low = [float("nan") if c[0] is None else c[0] for c in entry["ci95"]]
+                high = [float("nan") if c[1] is None else c[1] for c in entry["ci95"]]
+                ax.fill_between(layers, low, high, color=line.get_color(), alpha=0.15 if count <= 6 else 0.04,
+                                linewidth=0)
         ax.set_xlabel("layer")
         ax.set_ylabel(ylabel)
+        ax.set_xticks(layers)
         if title:
             ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        if count > 6:  # many methods: the legend goes beside the plot, not over the curves
+            ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        else:
+            ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path)
     finally:
