@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from attnlens._checks import _check_creatable_folder, _check_number
+from attnlens._checks import _check_creatable_folder, _check_device, _check_number
 from attnlens.datasets.sst2 import load_sst2
 from attnlens.paths import default_model_dir
 
@@ -211,18 +211,6 @@ def _finetune_check(*, epochs: object, batch_size: object, learning_rate: object
     return {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
             "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "max_length": max_length,
             "max_steps": max_steps, "time_budget": time_budget, "seed": seed, "eval_limit": eval_limit}
-
-
-def _check_device(device: str | torch.device) -> torch.device:
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"Expected `device` to be 'cpu', 'cuda' or 'cuda:N', but got {device!r}.") from err
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"Expected `device` to be available, but got {str(parsed)!r} and CUDA is not available.")
-    if parsed.type not in ("cpu", "cuda"):
-        raise ValueError(f"Expected `device` to be 'cpu', 'cuda' or 'cuda:N', but got {str(parsed)!r}.")
-    return parsed
 
 
 def _check_out_dir(target: Path) -> None:

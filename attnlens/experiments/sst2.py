@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attnlens._checks import _check_choice
+from attnlens._checks import _check_choice, _check_device
 from attnlens.datasets.sst2 import load_sst2
 from attnlens.experiments.study_methods import METHOD_FAMILIES, StudyMethod, build_study_methods, parse_numbers
 from attnlens.methods.relevance import _relevance_compute
@@ -128,8 +128,7 @@ def validate_sst2_config(config: SST2StudyConfig) -> list[StudyMethod]:
     _check_choice(config.saliency_at, "saliency_at", SALIENCY_POSITIONS)
     _check_choice(config.target, "target", ("pred", "gold"))
     _check_choice(config.device, "device", ("cpu", "cuda"))
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("Expected `device` cuda to be available, but torch finds no CUDA device.")
+    _check_device(config.device)
     if config.limit is not None and config.limit <= 0:
         raise ValueError(f"Expected `limit` to be a positive integer, but got {config.limit}.")
     if config.batch_size <= 0:
