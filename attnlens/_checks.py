@@ -8,7 +8,10 @@ dtype, with a one-line message of the form
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -100,28 +103,33 @@ def _check_integer(value: object, name: str, *, low: int | None = None, high: in
     return number
 
 
+def _nearest_existing(path: Path) -> Path:
+    """`path` itself when it exists, else its closest existing ancestor."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _is_writable_folder(folder: Path) -> bool:
+    """Whether files can be created in `folder`; tried for real, since `os.access` says yes to root everywhere."""
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".attnlens-probe-", dir=folder))
+    except OSError:
+        return False
+    return True
+
+
 def _check_creatable_folder(path: object, name: str) -> None:
     """Check that folder `path` exists or can be made: its nearest existing ancestor is a writable folder."""
-    import os  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
-
     if path is None or str(path).strip() == "":
         raise ValueError(f"Expected `{name}` to be a folder path, but got an empty string.")
     target = Path(path).expanduser()
     if target.exists() and not target.is_dir():
         raise ValueError(f"Expected `{name}` to be a folder, but {target} is a file.")
-    ancestor = target
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    writable = ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK)
-    if writable:  # os.access says yes to root everywhere: try it for real
-        import tempfile  # noqa: PLC0415
-
-        try:
-            os.rmdir(tempfile.mkdtemp(prefix=".attnlens-probe-", dir=ancestor))
-        except OSError:
-            writable = False
-    if not writable:
+    ancestor = _nearest_existing(target)
+    if not _is_writable_folder(ancestor):
         raise ValueError(f"Expected `{name}` to be a folder that can be created, but {ancestor} is not a writable "
                          f"folder.")
 

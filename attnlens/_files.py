@@ -7,6 +7,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from attnlens._checks import _is_writable_folder, _nearest_existing
+
 
 def _check_output_file(path: object, name: str, *, suffixes: Sequence[str] | None = None) -> Path:
     """Check, before any work, that a file can be written at `path`; return it as a Path.
@@ -28,12 +30,10 @@ def _check_output_file(path: object, name: str, *, suffixes: Sequence[str] | Non
         raise ValueError(f"Expected `{name}` to end in {allowed}, but got {str(path)!r}.")
     if target.exists() and not target.is_file():
         raise ValueError(f"Expected `{name}` to be a regular file path, but {str(target)!r} is not a regular file.")
-    ancestor = target.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = _nearest_existing(target.parent)
     if not ancestor.is_dir():
         raise ValueError(f"Expected `{name}` to be in a folder, but {str(ancestor)!r} is a file.")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
+    if not _is_writable_folder(ancestor):
         raise ValueError(f"Expected `{name}` to be in a writable folder, but {str(ancestor)!r} is not writable.")
     return target
 
