@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnlens.methods import fuse_heads
-from attnlens.methods._common import _apply_mask, _residual_attention
+from attnlens.methods._common import _apply_mask, _fuse_if_per_head, _residual_attention
 from attnlens.methods.rollout import _rollout_compute, _selective_rollout_compute
 
 METHOD_FAMILIES = ("raw", "rollout", "selective", "flow", "diffusion", "diffused_rollout", "diffused_selective")
@@ -59,10 +58,6 @@ def parse_numbers(text: str | Sequence[str], name: str, *, low: float, high: flo
     return items
 
 
-def _fused(attn: Tensor, head_fusion: str) -> Tensor:
-    return fuse_heads(attn, how=head_fusion) if attn.ndim == 5 else attn
-
-
 def _augmented(attn: Tensor, mask: Tensor, residual: bool, cache: dict, source: tuple) -> Tensor:
     """Â = norm_rows(A + I) of already head-fused `(B, L, n, n)` attention, once per batch and source."""
     key = ("augmented", residual, *source)
@@ -74,7 +69,7 @@ def _augmented(attn: Tensor, mask: Tensor, residual: bool, cache: dict, source: 
 def _fused_cached(attn: Tensor, head_fusion: str, cache: dict) -> Tensor:
     key = ("fused", head_fusion)
     if key not in cache:
-        cache[key] = _fused(attn, head_fusion)
+        cache[key] = _fuse_if_per_head(attn, how=head_fusion)
     return cache[key]
 
 
@@ -87,12 +82,13 @@ def _diffuse(attn: Tensor, mask: Tensor, alpha: float, head_fusion: str, cache: 
     return cache[key]
 
 
-def _flow(attn: Tensor, mask: Tensor, head_fusion: str, cache: dict) -> Tensor:
+def _flow(fused: Tensor, mask: Tensor, cache: dict) -> Tensor:
+    """Attention flow at every layer of head-fused `(B, L, n, n)` attention."""
     from attnlens.methods.attention_flow import attention_flow  # noqa: PLC0415
 
     report = cache.get("progress")  # fraction of the batch done, for the study's progress bar
     progress = None if report is None else (lambda done, total: report(done / total))
-    return attention_flow(_fused(attn, head_fusion), mask=mask, layer=None, progress=progress)
+    return attention_flow(fused, mask=mask, layer=None, progress=progress)
 
 
 def build_study_methods(
@@ -140,8 +136,8 @@ def build_study_methods(
                 compute = _selective_fn(float(text), numbers, distance, head_fusion, residual)
                 built.append(StudyMethod(f"selective@{text}", family, compute, True))
         elif family == "flow":
-            built.append(StudyMethod("flow", family, lambda a, m, c: (_flow(_fused_cached(a, head_fusion, c), m,
-                                                                            head_fusion, c), None)))
+            built.append(StudyMethod("flow", family, lambda a, m, c: (_flow(_fused_cached(a, head_fusion, c), m, c),
+                                                                   None)))
         else:
             for alpha_text in alphas:
                 alpha = float(alpha_text)
