@@ -265,6 +265,12 @@ def _clarity(scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, to
             _gini_compute(safe, mask).masked_fill(empty, float("nan")))
 
 
+def _layer_medians(values: np.ndarray) -> list[float]:
+    """Median over examples of `(N, L)` values per layer, ignoring NaN (NaN for an all-NaN layer)."""
+    return [float(np.median(column[np.isfinite(column)])) if np.isfinite(column).any() else float("nan")
+            for column in values.T]
+
+
 def summarize_study(result: SST2StudyResult) -> dict[str, dict]:
     """Per method and layer: median, mean, std, bootstrap 95 % interval of the median, count,
     Wilcoxon p-value against rollout and the ratio of medians to rollout's (when rollout ran)."""
@@ -273,6 +279,10 @@ def summarize_study(result: SST2StudyResult) -> dict[str, dict]:
     table = np.concatenate([result.correlations[name].T for name in names], axis=0)  # (methods * L, N)
     device = result.config.device if result.config.device != "cuda" or torch.cuda.is_available() else "cpu"
     flat = summarize_score_table(table, seed=result.config.seed, device=device)
+    layers = result.num_layers
+    if baseline is not None:  # rollout's medians, read once from its own summaries
+        start = names.index("rollout") * layers
+        base_medians = [s.median for s in flat[start:start + layers]]
     summaries: dict[str, dict] = {}
     for index, name in enumerate(names):
         values = result.correlations[name]
@@ -283,15 +293,12 @@ def summarize_study(result: SST2StudyResult) -> dict[str, dict]:
             "std": [s.std for s in layer_summaries],
             "ci95": [list(s.ci95) for s in layer_summaries],
             "count": [s.count for s in layer_summaries],
-            "entropy_median": [float(np.nanmedian(c)) if np.isfinite(c).any() else float("nan")
-                               for c in result.entropy[name].T],
-            "gini_median": [float(np.nanmedian(c)) if np.isfinite(c).any() else float("nan")
-                            for c in result.gini[name].T],
+            "entropy_median": _layer_medians(result.entropy[name]),
+            "gini_median": _layer_medians(result.gini[name]),
         }
         if name in result.layers_used:
             entry["layers_used_mean"] = float(result.layers_used[name].mean())
         if baseline is not None and name != "rollout":
-            base_medians = [float(np.nanmedian(baseline[:, layer])) for layer in range(result.num_layers)]
             entry["ratio_to_rollout"] = [m / b if b not in (0.0,) and np.isfinite(b) else float("nan")
                                          for m, b in zip(entry["median"], base_medians)]
             entry["wilcoxon_p_vs_rollout"] = [paired_wilcoxon(values[:, layer], baseline[:, layer])
