@@ -49,10 +49,6 @@ class Explanation(NamedTuple):
     special: Tensor
 
 
-def _load_adapter(model_name_or_path: str, device: str):
-    return load_adapter(model_name_or_path, device=device)
-
-
 def _target_label(adapter, target: int) -> str:
     tokenizer = getattr(adapter, "tokenizer", None)
     if getattr(adapter, "family", None) == "mamba" and tokenizer is not None:
@@ -110,7 +106,7 @@ def explain(
     if adapter is None:
         if model_name_or_path is None:
             raise ValueError("Expected `model_name_or_path` or `adapter`, but got neither.")
-        adapter = _load_adapter(model_name_or_path, device)
+        adapter = load_adapter(model_name_or_path, device=device)
     if isinstance(target, str):
         if not hasattr(adapter, "target_id"):
             raise ValueError(f"Expected `target` to be an integer for this model family, but got {target!r}.")

@@ -24,29 +24,42 @@ def _check_model_reference(name_or_path: str) -> None:
         _check_hub_reachable(text)
 
 
-def _check_hub_reachable(model_id: str) -> None:
-    """Fail fast (instead of ~20 s of retries inside transformers) when a hub id is neither cached
-    nor reachable; any other answer of the hub is left to the loader."""
+def hub_status(model_id: str, *, timeout: float = 10) -> str:
+    """Where a hub id stands: ``"cached"``, ``"available"`` (the hub answers), ``"offline"``
+    (``HF_HUB_OFFLINE`` is set and it is not cached), ``"unreachable"`` (no connection),
+    ``"missing"`` (the hub does not know it, or it needs a login) or ``"unknown"`` (any other answer)."""
     try:
         from huggingface_hub import model_info, try_to_load_from_cache  # noqa: PLC0415
 
         if isinstance(try_to_load_from_cache(model_id, "config.json"), str):
-            return
+            return "cached"
     except Exception:  # noqa: BLE001 - an unusable id is reported by the loader
-        return
+        return "unknown"
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false"):
-        raise ValueError(f"Expected `model` to be a local folder or a cached hub model (HF_HUB_OFFLINE is set), but "
-                         f"{model_id!r} is not in the Hugging Face cache.")
+        return "offline"
     try:
-        model_info(model_id, timeout=10)
-    except Exception as err:  # noqa: BLE001
+        model_info(model_id, timeout=timeout)
+    except Exception as err:  # noqa: BLE001 - offline, DNS and HTTP errors of every kind
         names = {cls.__name__ for cls in type(err).__mro__}
         if names & {"ConnectError", "ConnectionError", "ConnectTimeout", "TimeoutException", "NetworkError"}:
-            raise ValueError(f"Expected `model` to be a local folder or a reachable hub model, but the Hugging Face "
-                             f"hub cannot be reached and {model_id!r} is not in the local cache.") from None
-        if "RepositoryNotFoundError" in names:
-            raise ValueError(f"Expected `model` to be a local folder or a hub model, but {model_id!r} does not exist "
-                             f"on the Hugging Face hub (or needs a login).") from None
+            return "unreachable"
+        return "missing" if "RepositoryNotFoundError" in names else "unknown"
+    return "available"
+
+
+def _check_hub_reachable(model_id: str) -> None:
+    """Fail fast (instead of ~20 s of retries inside transformers) when a hub id is neither cached
+    nor reachable; any other answer of the hub is left to the loader."""
+    status = hub_status(model_id)
+    if status == "offline":
+        raise ValueError(f"Expected `model` to be a local folder or a cached hub model (HF_HUB_OFFLINE is set), but "
+                         f"{model_id!r} is not in the Hugging Face cache.")
+    if status == "unreachable":
+        raise ValueError(f"Expected `model` to be a local folder or a reachable hub model, but the Hugging Face "
+                         f"hub cannot be reached and {model_id!r} is not in the local cache.")
+    if status == "missing":
+        raise ValueError(f"Expected `model` to be a local folder or a hub model, but {model_id!r} does not exist "
+                         f"on the Hugging Face hub (or needs a login).")
 
 
 def load_failure(name_or_path: str, err: Exception) -> ValueError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from attnlens.models._factory import hub_status
 from attnlens.paths import MODEL_ENV, default_model_dir
 
 THESIS_MODEL_ID = "textattack/bert-base-uncased-SST-2"
@@ -33,17 +34,4 @@ def resolve_sst2_model(model: str | None) -> str:
 
 
 def _hub_model_available(model_id: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
-
-        cached = try_to_load_from_cache(model_id, "config.json")
-        if isinstance(cached, str):
-            return True
-        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-            return False
-        from huggingface_hub import model_info  # noqa: PLC0415
-
-        model_info(model_id, timeout=5)
-        return True
-    except Exception:  # noqa: BLE001 - offline, DNS, HTTP errors all mean "not available"
-        return False
+    return hub_status(model_id, timeout=5) in ("cached", "available")
