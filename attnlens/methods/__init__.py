@@ -7,7 +7,8 @@ from attnlens.methods.mamba_attr import mamba_attr
 from attnlens.methods.network_diffusion import network_diffusion
 from attnlens.methods.raw_attention import raw_attention
 from attnlens.methods.relevance import relevance
-from attnlens.methods.rollout import SelectiveRollout, rollout, selective_rollout
+from attnlens.methods.rollout import rollout
+from attnlens.methods.selective_rollout import SelectiveRollout, selective_rollout
 
 __all__ = [
     "SelectiveRollout",

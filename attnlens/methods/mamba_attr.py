@@ -6,7 +6,8 @@ from torch import Tensor
 
 from attnlens._checks import _check_attention, _check_floating, _check_mask, _check_same_shape
 from attnlens.methods._common import _apply_mask
-from attnlens.methods.rollout import rollout
+from attnlens.methods._common import _residual_attention
+from attnlens.methods.rollout import _rollout_compute, rollout
 
 
 def mamba_attr(
@@ -59,7 +60,17 @@ def mamba_attr(
             raise ValueError(f"Expected `attn` to have one head (B, L, 1, n, n), but got {tuple(attn.shape)}.")
         attn, gradients = attn[:, :, 0], gradients[:, :, 0]
     mask = _check_mask(mask, "mask", attn.shape[0], attn.shape[-1], attn.device)
+    return rollout(_mamba_attr_weights(attn, gradients, mask), mask=mask, start_layer=start_layer)[:, -1]
+
+
+def _mamba_attr_weights(attn: Tensor, gradients: Tensor, mask: Tensor) -> Tensor:
+    """``W = α⁺ ⊙ (∂y/∂α)⁺`` per layer, scaled to a maximum of 1, on checked `(B, L, n, n)` inputs."""
     weighted = _apply_mask(attn.clamp(min=0) * gradients.clamp(min=0), mask)
     peak = weighted.amax(dim=(-1, -2), keepdim=True)
-    weighted = weighted / peak.where(peak > 0, peak.new_ones(()))
-    return rollout(weighted, mask=mask, start_layer=start_layer)[:, -1]
+    return weighted / peak.where(peak > 0, peak.new_ones(()))
+
+
+def _mamba_attr_compute(attn: Tensor, gradients: Tensor, mask: Tensor, start_layer: int = 0) -> Tensor:
+    """Mamba-Attr's joint attention after every layer `(B, L, n, n)`, on checked `(B, L, n, n)` inputs."""
+    augmented = _residual_attention(_mamba_attr_weights(attn, gradients, mask), mask)
+    return _rollout_compute(augmented, mask, start_layer)

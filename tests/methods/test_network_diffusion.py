@@ -200,7 +200,9 @@ def test_composes_with_rollout() -> None:
     assert joint.shape == (2, 3, 6, 6)
     torch.testing.assert_close(joint[0].sum(dim=-1), torch.ones(3, 6, dtype=torch.float64), atol=1e-12, rtol=0)
     assert bool((joint[1, :, 4:] == 0).all()) and bool((joint[1, :, :, 4:] == 0).all())
-    selective = rollout_module.selective_rollout(network_diffusion(attn, mask=mask), mask=mask, threshold=0.0)
+    from attnlens.methods.selective_rollout import selective_rollout
+
+    selective = selective_rollout(network_diffusion(attn, mask=mask), mask=mask, threshold=0.0)
     assert selective.joint.shape == (2, 3, 6, 6)
 
 
