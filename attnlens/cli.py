@@ -7,14 +7,14 @@ Exit codes: 0 success, 1 runtime error, 2 usage error or bad input (one line on 
 from __future__ import annotations
 
 import argparse
-import importlib
-import re
 import sys
 import warnings
 
-COMMANDS = ("sst2", "finetune", "explain", "attention_map")  # modules in attnlens/commands
-# library argument names that differ from the command-line option they come from
-_LIBRARY_NAMES = {"out_dir": "out", "data_dir": "data", "model_name_or_path": "model", "texts": "text"}
+from attnlens._checks import ArgumentError, ArgumentTypeError
+from attnlens._options import option_names
+from attnlens.commands import attention_map, explain, finetune, sst2, study
+
+COMMANDS = (study, sst2, explain, attention_map, finetune)  # listed statically: a broken command is an error
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -31,37 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"attnlens.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name and err.name.startswith("attnlens"):
-                continue  # command not built in this version
-            raise
+    for module in COMMANDS:
         module.add_parser(subparsers)
     return parser
 
 
-def _option_names(parser: argparse.ArgumentParser, command: str | None) -> dict[str, str]:
-    """Library argument name → the option a user typed (`batch_size` → `--batch-size`)."""
-    names: dict[str, str] = {}
-    parsers = [parser]
-    for action in parser._actions:  # noqa: SLF001 - argparse keeps subparsers here
-        if isinstance(action, argparse._SubParsersAction) and command in action.choices:  # noqa: SLF001
-            parsers.append(action.choices[command])
-    for each in parsers:
-        for action in each._actions:  # noqa: SLF001
-            if action.option_strings:
-                names[action.dest] = max(action.option_strings, key=len)
-    for library, dest in _LIBRARY_NAMES.items():
-        if dest in names and library not in names:
-            names[library] = names[dest]
-    return names
-
-
-def _in_user_terms(message: str, names: dict[str, str]) -> str:
-    """Replace `library_name` in a message by the command-line option it came from."""
-    return re.sub(r"`([A-Za-z_][A-Za-z0-9_]*)`", lambda m: f"`{names.get(m.group(1), m.group(1))}`", message)
+def _message(err: Exception, config_class: type | None) -> str:
+    """The error's first line; an argument error names the option the user typed (`--batch-size`)."""
+    if isinstance(err, (ArgumentError, ArgumentTypeError)) and config_class is not None:
+        names = option_names(config_class)
+        text = err.render(names.get(err.argument, err.argument))
+    else:
+        text = str(err)
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -82,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch  # noqa: PLC0415
 
         torch.set_num_threads(args.threads)
-    names = _option_names(parser, args.command)
+    config_class = getattr(args, "config_class", None)
     try:
         with warnings.catch_warnings():
             if args.quiet:
@@ -93,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as err:
         if args.debug:
             raise
-        text = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"attnlens: error: {_in_user_terms(text, names)}", file=sys.stderr)
+        print(f"attnlens: error: {_message(err, config_class)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("attnlens: interrupted", file=sys.stderr)

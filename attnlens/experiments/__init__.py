@@ -1,21 +1,36 @@
 """End-to-end studies over a dataset, writing machine- and human-readable results."""
 
-from attnlens.experiments.attention_map import attention_map, attention_map_data
-from attnlens.experiments.explain import Explanation, explain
-from attnlens.experiments.finetune import FinetuneResult, finetune_sst2
-from attnlens.experiments.sst2 import SST2StudyConfig, SST2StudyResult, run_sst2_study, write_sst2_outputs
+from attnlens.experiments.attention_map import AttentionMap, attention_map, attention_map_data, compute_attention_map
+from attnlens.experiments.explain import ExplainConfig, Explanation, explain
+from attnlens.experiments.score_table import ScoreTable
+from attnlens.experiments.scoring import ScoreOptions, score
+from attnlens.experiments.sst2 import SST2StudyConfig, run_sst2_study, write_sst2_outputs
+from attnlens.experiments.study import StudyConfig, StudyResult, run_and_write_study, run_study
+from attnlens.experiments.study_summary import MethodSummary, StudySummary, summarize
+from attnlens.experiments.writers import write_study_outputs
 from attnlens.paths import default_model_dir
 
 __all__ = [
+    "AttentionMap",
+    "ExplainConfig",
     "Explanation",
-    "FinetuneResult",
+    "MethodSummary",
     "SST2StudyConfig",
-    "SST2StudyResult",
+    "ScoreOptions",
+    "ScoreTable",
+    "StudyConfig",
+    "StudyResult",
+    "StudySummary",
     "attention_map",
     "attention_map_data",
+    "compute_attention_map",
     "default_model_dir",
     "explain",
-    "finetune_sst2",
+    "run_and_write_study",
+    "run_study",
     "run_sst2_study",
+    "score",
+    "summarize",
+    "write_study_outputs",
     "write_sst2_outputs",
 ]

@@ -1,25 +1,53 @@
-"""Explain one prediction of any supported model: load → trace → method → relevance → heatmap."""
+"""Explain one prediction of any supported model: load → trace → method → relevance → heatmap.
+
+The method comes from the registry (:func:`attnlens.methods.registry.list_methods`), the model
+family from the adapter registry; the relevance is the readout row of the method's joint attention
+after the last layer (the [CLS] row of an encoder, the last token of a causal model).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from attnlens._checks import _check_choice
+from attnlens._checks import ArgumentError, _check_choice, _check_integer, _check_number
 from attnlens._files import _check_output_file
-from attnlens.methods.mamba_attr import mamba_attr
+from attnlens._options import option
+from attnlens.methods._common import _HEAD_FUSIONS
+from attnlens.methods.registry import MethodCache, expand_methods, get_method, list_methods
 from attnlens.methods.relevance import relevance
-from attnlens.methods.rollout import rollout
-from attnlens.models._factory import load_adapter
 from attnlens.viz.token_heatmap import write_token_heatmap_html
 
-_METHODS = ("rollout", "mamba_attr")
-_GRADIENT_FAMILIES = ("mamba",)  # families whose trace records hidden-attention gradients (for mamba_attr)
 ROLLOUT_NOTE = "rollout is class-agnostic (the same for every target); the saliency column is for the target"
-_READ_ROW = {"mamba": "last"}  # families whose explained position is the last token; others read [CLS]
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """Options of ``attnlens explain``; each field is a command-line option."""
+
+    text: str = field(metadata=option("the text to explain", positional=True, aliases=("texts",)))
+    model: str = field(metadata=option("hub id or local folder (text classifier or Mamba LM)", metavar="ID|DIR",
+                                       aliases=("model_name_or_path",)))
+    target: str | None = field(default=None, metadata=option(
+        "class index or name, or for a language model a token id or single-token string (default: the model's "
+        "own prediction). Rollout is class-agnostic: the target changes the saliency column (and mamba_attr), "
+        "not the rollout relevance"))
+    method: str = field(default="rollout", metadata=option(
+        "registered method (mamba_attr needs a Mamba model: hidden-attention gradients)", choices=list_methods))
+    start_layer: int = field(default=0, metadata=option("first layer composed by rollout-type methods"))
+    threshold: float = field(default=1.0, metadata=option("selective-rollout threshold"))
+    alpha: float = field(default=0.9, metadata=option("network-diffusion strength in [0, 1)"))
+    head_fusion: str = field(default="mean", metadata=option("how heads are fused", choices=_HEAD_FUSIONS))
+    top: int = field(default=10, metadata=option("rows in the table of most relevant tokens, special tokens "
+                                                 "excluded"))
+    html: str | None = field(default=None, metadata=option(
+        "also write an HTML heatmap with the table to this file (checked before the model loads; missing folders "
+        "are created)", metavar="PATH"))
+    device: str = field(default="cpu", metadata=option("where the model runs", choices=("cpu", "cuda")))
 
 
 class Explanation(NamedTuple):
@@ -27,7 +55,7 @@ class Explanation(NamedTuple):
 
     Attributes:
         tokens: the text's token strings.
-        relevance: `(n,)` relevance per token (the explained row of the joint attention). With
+        relevance: `(n,)` relevance per token (the readout row of the joint attention). With
             ``"rollout"`` it does not depend on the target.
         target: the explained token id or class.
         target_label: the target as text (a token or a class name).
@@ -49,13 +77,14 @@ class Explanation(NamedTuple):
     special: Tensor
 
 
-def _target_label(adapter, target: int) -> str:
-    tokenizer = getattr(adapter, "tokenizer", None)
-    if getattr(adapter, "family", None) == "mamba" and tokenizer is not None:
-        return tokenizer.decode([target])
-    model = getattr(adapter, "model", None)
-    labels = getattr(getattr(model, "config", None), "id2label", None) or {}
-    return str(labels.get(target, target))
+def _resolve_target(adapter, target: int | str | None) -> int | None:
+    """A class index or token id from an int, a digit string, a class name or a single-token string."""
+    if target is None or isinstance(target, int):
+        return target
+    text = str(target)
+    if text.lstrip("-").isdigit():
+        return int(text)
+    return int(adapter.class_index(text))
 
 
 def explain(
@@ -66,27 +95,32 @@ def explain(
     method: str = "rollout",
     html: str | Path | None = None,
     start_layer: int = 0,
+    threshold: float = 1.0,
+    alpha: float = 0.9,
+    head_fusion: str = "mean",
     device: str = "cpu",
     adapter: object | None = None,
 ) -> Explanation:
-    """Explain one model prediction on `text` with attention (or hidden-attention) rollout.
+    """Explain one model prediction on `text` with a registered method (default: Attention Rollout).
 
-    The adapter is chosen from the model's Hugging Face config by the registry, so any registered
-    family works (Mamba language models, text classifiers). The relevance is the explained row of
-    the joint attention: the last token's row for causal language models (the next-token
-    prediction), the [CLS] row otherwise.
+    Attention Rollout (Abnar & Zuidema 2020) or any method of the registry, read at the adapter's
+    readout row: the last token for causal language models (the next-token prediction), [CLS]
+    otherwise.
 
     Args:
         model_name_or_path: Hugging Face id or local folder; ignored when `adapter` is given.
         text: the text to explain.
-        target: token id or single-token string (language models) or class index to explain;
-            None explains the model's own prediction. Rollout relevance is the same for every
-            target; the saliency and ``"mamba_attr"`` depend on it.
-        method: ``"rollout"`` (Abnar & Zuidema 2020 on the trace's attention) or ``"mamba_attr"``
-            (gradient-weighted hidden attention, Mamba models only).
+        target: token id or single-token string (language models), class index or class name to
+            explain; None explains the model's own prediction. Rollout relevance is the same for
+            every target; the saliency and ``"mamba_attr"`` depend on it.
+        method: a registered method (``rollout``, ``selective``, ``diffused_rollout``, ``flow``,
+            ``mamba_attr`` for Mamba models, ...).
         html: where to write an HTML heatmap (atomically; missing parent folders are created);
             None writes nothing. Checked before the model is loaded.
-        start_layer: first layer composed by the rollout.
+        start_layer: first layer composed by rollout-type methods.
+        threshold: selective-rollout threshold.
+        alpha: network-diffusion strength.
+        head_fusion: how heads are fused.
         device: where the model runs.
         adapter: an already built adapter (for example around an in-memory model).
 
@@ -94,43 +128,46 @@ def explain(
         An :class:`Explanation`.
 
     Raises:
-        ValueError: on an empty text, an unknown method, a target that is not one token,
-            ``"mamba_attr"`` with a model that is not a Mamba model, or an `html` path that is
-            an existing folder or lies under a file or a read-only folder.
+        ValueError: on an empty text, an unknown method, a target that is not one token or
+            class, a method whose needs the model cannot meet (``"mamba_attr"`` without a Mamba
+            model), or an `html` path that is an existing folder or lies under a file or a
+            read-only folder.
     """
-    _check_choice(method, "method", _METHODS)
+    _check_choice(method, "method", list_methods())
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"Expected `text` to be a non-empty string, but got {text!r}.")
+        raise ArgumentError(f"Expected `text` to be a non-empty string, but got {text!r}.", "text")
+    _check_integer(start_layer, "start_layer")
+    _check_number(threshold, "threshold", low=0.0, allow_inf=True)
+    _check_number(alpha, "alpha", low=0.0, high=1.0, high_inclusive=False)
+    _check_choice(head_fusion, "head_fusion", _HEAD_FUSIONS)
     if html is not None:
         html = _check_output_file(html, "html")
     if adapter is None:
         if model_name_or_path is None:
             raise ValueError("Expected `model_name_or_path` or `adapter`, but got neither.")
+        from attnlens.models import load_adapter  # noqa: PLC0415
+
         adapter = load_adapter(model_name_or_path, device=device)
-    if isinstance(target, str):
-        if not hasattr(adapter, "target_id"):
-            raise ValueError(f"Expected `target` to be an integer for this model family, but got {target!r}.")
-        target = adapter.target_id(target)
+    target = _resolve_target(adapter, target)
+    spec = get_method(method)
     family = getattr(adapter, "family", "")
-    if method == "mamba_attr" and family not in _GRADIENT_FAMILIES:
-        raise ValueError(_not_mamba_message(adapter, family))
+    if not spec.needs <= set(getattr(adapter, "provides", ("attention",))):
+        raise ArgumentError(_missing_needs_message(adapter, family, method), "method")
     trace = adapter.trace([text], target=target)
-    reduce = _READ_ROW.get(family, "cls")
-    if method == "mamba_attr":
-        grads = trace.extras.get("hidden_attention_grad")
-        if grads is None:
-            raise ValueError(_not_mamba_message(adapter, family))
-        joint = mamba_attr(trace.attentions, grads[:, :, None], mask=trace.mask, start_layer=start_layer)
-    else:
-        joint = rollout(trace.attentions, mask=trace.mask, start_layer=start_layer)[:, -1]
+    options = {p.name: value for p, value in ((p, {"start_layer": start_layer, "threshold": threshold,
+                                                    "alpha": alpha, "head_fusion": head_fusion}.get(p.name))
+                                               for p in spec.parameters) if value is not None}
+    variant = expand_methods([method], **options)[0]
+    joint = variant.compute(MethodCache(trace.attentions, trace.mask, extras=trace.extras)).joint[:, -1]
     valid = trace.mask[0]
-    scores = relevance(joint, mask=trace.mask, reduce=reduce)[0][valid].detach().to(torch.float32).cpu()
+    scores = relevance(joint, mask=trace.mask, reduce="readout", readout=trace.readout)[0][valid]
+    scores = scores.detach().to(torch.float32).cpu()
     saliency = None if trace.saliency is None else trace.saliency[0][valid].detach().to(torch.float32).cpu()
     special = (torch.zeros(scores.shape, dtype=torch.bool) if trace.special_mask is None
                else trace.special_mask[0][valid].detach().cpu())
     tokens = trace.tokens[0]
     chosen = int(trace.target[0])
-    label = _target_label(adapter, chosen)
+    label = adapter.label(chosen)
     path = None
     if html is not None:
         title = f"attnlens {method}: explaining {label!r}"
@@ -143,8 +180,23 @@ def explain(
                        saliency=saliency, special=special)
 
 
-def _not_mamba_message(adapter: object, family: str) -> str:
+def explain_config(config: ExplainConfig) -> Explanation:
+    """:func:`explain` with the options of an :class:`ExplainConfig` (what ``attnlens explain`` calls)."""
+    _check_integer(config.top, "top", low=1)
+    return explain(config.model, config.text, target=config.target, method=config.method, html=config.html,
+                   start_layer=config.start_layer, threshold=config.threshold, alpha=config.alpha,
+                   head_fusion=config.head_fusion, device=config.device)
+
+
+def _missing_needs_message(adapter: object, family: str, method: str) -> str:
     model = getattr(adapter, "model", None)
     kind = type(model).__name__ if model is not None else type(adapter).__name__
-    return (f"Expected a Mamba model for `method` 'mamba_attr' (it needs hidden-attention gradients), but got a "
-            f"{family!r}-family model ({kind}).")
+    if method == "mamba_attr":
+        return (f"Expected a Mamba model for `method` 'mamba_attr' (it needs hidden-attention gradients), but got a "
+                f"{family!r}-family model ({kind}).")
+    needs = ", ".join(sorted(get_method(method).needs))
+    return f"Expected a model whose traces hold {needs} for `method` {method!r}, but got a {family!r}-family model " \
+           f"({kind})."
+
+
+__all__ = ["ROLLOUT_NOTE", "ExplainConfig", "Explanation", "explain", "explain_config"]

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from attnlens._checks import ArgumentError, ArgumentTypeError, _check_choice
+from attnlens._checks import ArgumentError, ArgumentTypeError, _check_choice, _check_integer
 from attnlens.methods._common import _HEAD_FUSIONS, _apply_mask, _fuse_if_per_head, _residual_attention
 from attnlens.methods.attention_flow import attention_flow
 from attnlens.methods.mamba_attr import _mamba_attr_compute, mamba_attr
@@ -256,7 +256,7 @@ HEAD_FUSION = MethodParameter("head_fusion", str, "mean", "how heads are fused",
 RESIDUAL = MethodParameter("residual", bool, True, "add the identity for the residual connection")
 DISTANCE = MethodParameter("distance", str, "frobenius", "selective-rollout distance (frobenius_per_token divides "
                            "by √n)", choices=DISTANCES)
-START_LAYER = MethodParameter("start_layer", int, 0, "first layer composed (0-based)", low=0)
+START_LAYER = MethodParameter("start_layer", int, 0, "first layer composed (0-based; negative counts from the end)")
 
 
 def register_method(name: str, *, family: str, summary: str, citation: str, function: Callable,
@@ -463,11 +463,8 @@ def _mamba_attr(cache: MethodCache, params: Mapping[str, object]) -> MethodResul
 
 
 def _start(params: Mapping[str, object], attn: Tensor) -> int:
-    start = int(params.get("start_layer", 0))
-    if start >= attn.shape[1]:
-        raise ArgumentError(f"Expected `start_layer` to be an integer in [0, {attn.shape[1] - 1}], but got {start}.",
-                            "start_layer")
-    return start
+    layers = attn.shape[1]
+    return _check_integer(params.get("start_layer", 0), "start_layer", low=-layers, high=layers - 1) % layers
 
 
 def _selective_at(cache: MethodCache, params: Mapping[str, object], alpha: float | None) -> MethodResult:

@@ -57,7 +57,7 @@ def test_explain_default_target_and_errors(saved_mamba):
     result = explain(str(saved_mamba), "the movie")
     assert result.html is None and result.method == "rollout"
     with pytest.raises(ValueError, match="Expected `method` to be one of"):
-        explain(str(saved_mamba), "the movie", method="flow")
+        explain(str(saved_mamba), "the movie", method="magic")
     with pytest.raises(ValueError, match="Expected `text` to be a non-empty string"):
         explain(str(saved_mamba), "  ")
     with pytest.raises(ValueError, match="Expected `target` to be a single token"):

@@ -1,0 +1,32 @@
+"""`attnlens study`: the correlation study on any text classifier and dataset."""
+
+from __future__ import annotations
+
+import argparse
+
+from attnlens.commands._console import progress_bar, stderr_console
+from attnlens.commands.base import add_command
+from attnlens.experiments.study import StudyConfig, StudyOptions, run_and_write_study
+
+HELP = ("Correlate each method's relevance with input-gradient saliency, per method and layer, on any text "
+        "classifier and labelled dataset (TSV, CSV, JSONL, a folder, or a Hugging Face dataset).")
+
+
+def run_correlation_study(config: StudyOptions, args: argparse.Namespace, description: str) -> int:
+    """Run a study with a progress bar on stderr, then print its table (shared by `study` and `sst2`)."""
+    from attnlens.viz.tables import rich_table, study_rows  # noqa: PLC0415
+
+    with progress_bar(description, quiet=args.quiet) as update:
+        result = run_and_write_study(config, progress=update)
+    summary = result.summary
+    header, rows = study_rows(summary.method_dicts())
+    stderr_console(args.quiet).print(rich_table(header, rows, title=(
+        f"{summary.title}: {summary.n_examples} examples, accuracy {summary.accuracy:.4f} — median Spearman ρ "
+        f"(relevance vs {config.saliency} saliency) per layer")))
+    stderr_console(args.quiet).print(f"results written to {result.out}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    add_command(subparsers, "study", help=HELP, config=StudyConfig,
+                run=lambda config, args: run_correlation_study(config, args, "study"))

@@ -1,0 +1,198 @@
+"""`score`: examples → traces → every method's relevance → a `ScoreTable`.
+
+Per batch, one trace of the model (attention, logits, target, reference saliency), one
+:class:`~attnlens.methods.registry.MethodCache` shared by every method variant, and one pass of
+the metrics over all variants and layers together: Spearman ρ against the reference explanation
+(Spearman 1904), normalized entropy and Gini of each relevance map. Device results are copied to
+the host once per batch, after all batches are queued.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from attnlens._checks import _check_choice
+from attnlens.experiments.score_table import ScoreTable
+from attnlens.methods.registry import MethodCache, MethodVariant
+from attnlens.methods.relevance import _relevance_compute
+from attnlens.metrics.clarity import _gini_compute, _normalized_entropy_compute
+from attnlens.metrics.spearman import _spearman_compute
+
+ProgressFn = Callable[[float, int], None]
+REDUCTIONS = ("max", "cls", "mean")
+TARGETS = ("pred", "gold")
+TIES = ("average", "dense")
+REFERENCES = ("gradient",)  # the adapter's input-gradient saliency of the explained logit
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How `score` explains and compares.
+
+    Attributes:
+        reduce: relevance from joint attention: ``max`` over query rows (the thesis), ``cls`` the
+            readout row (the adapter's ``Trace.readout``: [CLS], or the last token of a causal
+            classifier), ``mean`` over rows.
+        saliency: input-gradient reduction (``sum_abs``, ``l2``, ``grad_x_input``).
+        saliency_at: where the gradient is taken (``layer_input``, ``word_embeddings``).
+        target: ``pred`` (the predicted class) or ``gold`` (the label).
+        reference: the explanation methods are correlated with (``gradient``).
+        ties: Spearman's tie handling, ``average`` (= scipy) or ``dense`` (the thesis's formula).
+        exclude_special: leave special tokens ([CLS], [SEP]) out of the correlation.
+        batch_size: examples per batch (batches group examples of similar length).
+    """
+
+    reduce: str = "max"
+    saliency: str = "sum_abs"
+    saliency_at: str = "layer_input"
+    target: str = "pred"
+    reference: str = "gradient"
+    ties: str = "average"
+    exclude_special: bool = False
+    batch_size: int = 32
+
+    def check(self) -> None:
+        """Raise a one-line `ArgumentError` naming the first bad option."""
+        from attnlens._checks import _check_integer  # noqa: PLC0415
+        from attnlens.models._saliency import SALIENCY_REDUCTIONS  # noqa: PLC0415
+
+        _check_choice(self.reduce, "reduce", REDUCTIONS)
+        _check_choice(self.saliency, "saliency", SALIENCY_REDUCTIONS)
+        _check_choice(self.saliency_at, "saliency_at", ("layer_input", "word_embeddings"))
+        _check_choice(self.target, "target", TARGETS)
+        _check_choice(self.reference, "reference", REFERENCES)
+        _check_choice(self.ties, "ties", TIES)
+        _check_integer(self.batch_size, "batch_size", low=1, description="a positive integer")
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (sorted, longest first), so padding is small.
+
+    Example:
+        >>> length_batches([3, 9, 1, 7, 5], 2)
+        [[1, 3], [4, 0], [2]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def score(
+    adapter,
+    examples,
+    methods: Sequence[MethodVariant],
+    *,
+    options: ScoreOptions = ScoreOptions(),
+    meta: dict | None = None,
+    progress: ProgressFn | None = None,
+) -> ScoreTable:
+    """Score every example with every method at every layer.
+
+    Args:
+        adapter: a model adapter (:class:`attnlens.models.Adapter`).
+        examples: an :class:`attnlens.datasets.Examples` (or any sequence of examples with `id`,
+            `index`, `text`, `label`); labels are needed for ``target="gold"`` and accuracy.
+        methods: variants from :func:`attnlens.methods.registry.expand_methods`.
+        options: how to explain and compare.
+        meta: recorded in the table (merges check it).
+        progress: called with (examples done, total) after every batch, and with fractional
+            counts within a batch by slow methods (attention flow).
+
+    Returns:
+        A :class:`ScoreTable` with one row per example × method × layer.
+
+    Raises:
+        ValueError: on bad options, an empty example set, or inputs the adapter refuses.
+    """
+    options.check()
+    if len(examples) == 0:
+        raise ValueError("Expected at least one example to score, but got none.")
+    texts = [example.text for example in examples]
+    gold = [example.label for example in examples]
+    if options.target == "gold" and any(label is None for label in gold):
+        raise ValueError("Expected every example to have a label when `target` is 'gold', but some have none.")
+    lengths = adapter.count_tokens(texts)
+    total, layers, count = len(texts), adapter.num_layers, len(methods)
+    timings = {"model": 0.0, "methods": 0.0}
+    pending: list[tuple[list[int], Tensor, Tensor, Tensor]] = []
+    done = 0
+    for batch in length_batches(lengths, options.batch_size):
+        start = time.perf_counter()
+        labels = None if any(gold[i] is None for i in batch) else [gold[i] for i in batch]
+        trace = adapter.trace([texts[i] for i in batch], target=options.target, labels=labels,
+                              saliency=options.saliency, saliency_at=options.saliency_at)
+        timings["model"] += time.perf_counter() - start
+        start = time.perf_counter()
+        within = None if progress is None else (lambda fraction: progress(done + fraction * len(batch), total))
+        values, used = _score_batch(trace, methods, options, within)
+        pending.append((batch, trace.logits.argmax(dim=-1), values, used))
+        timings["methods"] += time.perf_counter() - start
+        done += len(batch)
+        if progress is not None:
+            progress(done, total)
+    start = time.perf_counter()
+    scores = {name: np.full((total, count, layers), np.nan) for name in ("spearman", "entropy", "gini")}
+    layers_used = np.full((total, count), np.nan)
+    predictions = np.zeros(total, dtype=np.int64)
+    for batch, predicted, values, used in pending:  # one transfer per batch, after all device work is queued
+        index = np.asarray(batch)
+        predictions[index] = predicted.cpu().numpy()
+        values = values.double().cpu().numpy()  # (3, M, B, L)
+        for slot, name in enumerate(("spearman", "entropy", "gini")):
+            scores[name][index] = values[slot].transpose(1, 0, 2)
+        layers_used[index] = used.double().cpu().numpy().T
+    timings["transfer"] = time.perf_counter() - start
+    return ScoreTable(
+        methods=[m.name for m in methods], families={m.name: m.family for m in methods}, num_layers=layers,
+        ids=[str(example.id) for example in examples],
+        index=np.asarray([example.index for example in examples], dtype=np.int64), texts=list(texts),
+        labels=np.asarray([-1 if label is None else label for label in gold], dtype=np.int64),
+        predictions=predictions, tokens=np.asarray(lengths, dtype=np.int64), scores=scores,
+        layers_used=layers_used, meta=dict(meta or {}), timings=timings)
+
+
+def _score_batch(trace, methods: Sequence[MethodVariant], options: ScoreOptions,
+                 within: Callable[[float], None] | None) -> tuple[Tensor, Tensor]:
+    """Every method's per-layer relevance for one batch, scored together: Spearman ρ against the
+    reference, normalized entropy and Gini as one `(3, M, B, L)` tensor on the batch's device, and
+    `(M, B)` layers composed (NaN for methods that are not selective)."""
+    mask = trace.mask
+    corr_mask = mask & ~trace.special_mask if options.exclude_special and trace.special_mask is not None else mask
+    corr_mask = torch.where(corr_mask.any(dim=-1, keepdim=True), corr_mask, mask)
+    cache = MethodCache(trace.attentions, mask, extras=trace.extras, progress=within)
+    joints, used = [], []
+    for method in methods:
+        result = method.compute(cache)
+        joints.append(result.joint)
+        dtype = result.joint.dtype
+        used.append(result.used.sum(dim=-1).to(dtype) if result.used is not None else
+                    torch.full((mask.shape[0],), float("nan"), dtype=dtype, device=mask.device))
+    batch, layers, n = mask.shape[0], joints[0].shape[1], mask.shape[1]
+    count = len(methods)
+    reduce, readout = ("readout", trace.readout.repeat(count)) if options.reduce == "cls" else (options.reduce, None)
+    # the trace was checked by the adapter: the private, check-free parts keep the device busy (no host syncs)
+    relevance = _relevance_compute(torch.cat(joints), mask.repeat(count, 1), reduce, 0, readout)  # (M*B, L, n)
+    flat = relevance.reshape(-1, n)
+    flat_mask = corr_mask[None, :, None, :].expand(count, batch, layers, n).reshape(-1, n)
+    reference = trace.saliency[None, :, None, :].expand(count, batch, layers, n).reshape(-1, n)
+    rho = _spearman_compute(flat, reference, flat_mask, options.ties)
+    entropy, gini_values = _clarity(flat, flat_mask)
+    return torch.stack([rho, entropy, gini_values]).reshape(3, count, batch, layers), torch.stack(used)
+
+
+def _clarity(scores: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Normalized entropy and Gini of `(M, n)` relevance maps; NaN for maps with no mass."""
+    scores = scores.clamp_min(0)
+    empty = (scores * mask).sum(dim=-1) <= 0
+    safe = torch.where(empty[:, None], torch.ones_like(scores), scores)
+    safe = safe * mask.to(safe.dtype)
+    return (_normalized_entropy_compute(safe, mask).masked_fill(empty, float("nan")),
+            _gini_compute(safe, mask).masked_fill(empty, float("nan")))
+
+
+__all__ = ["REFERENCES", "ScoreOptions", "length_batches", "score"]

@@ -1,0 +1,92 @@
+"""A study's output files, written from its `StudySummary` alone, all or nothing.
+
+``results.json`` (the summary), ``results.csv`` (one row per method and layer), ``per_example.csv``
+(every example with its ρ per method and layer), ``table.md`` (medians per layer and clarity) and
+``layers.png`` (median per layer with the 95 % interval shaded).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attnlens.experiments.outputs import write_atomically, write_csv, write_json
+from attnlens.experiments.study_summary import StudySummary
+
+OUTPUT_FILES = ("results.json", "results.csv", "per_example.csv", "table.md", "layers.png")
+
+
+def write_results_json(summary: StudySummary, folder: Path) -> None:
+    """``results.json``: the whole summary."""
+    write_json(summary.to_json(), folder / "results.json")
+
+
+def write_results_csv(summary: StudySummary, folder: Path) -> None:
+    """``results.csv``: one row per method and layer."""
+    rows = []
+    for entry in summary.methods:
+        for layer in range(summary.num_layers):
+            rows.append([entry.name, layer + 1, entry.median[layer], entry.mean[layer], entry.std[layer],
+                         entry.ci95[layer][0], entry.ci95[layer][1], entry.count[layer],
+                         "" if entry.ratio_to_rollout is None else entry.ratio_to_rollout[layer],
+                         "" if entry.wilcoxon_p_vs_rollout is None else entry.wilcoxon_p_vs_rollout[layer],
+                         entry.entropy_median[layer], entry.gini_median[layer]])
+    write_csv(["method", "layer", "median", "mean", "std", "ci95_low", "ci95_high", "count", "ratio_to_rollout",
+               "wilcoxon_p_vs_rollout", "entropy_median", "gini_median"], rows, folder / "results.csv")
+
+
+def write_per_example_csv(summary: StudySummary, folder: Path) -> None:
+    """``per_example.csv``: every example (index, id, tokens, gold, prediction, text) and its ρ per
+    method and layer."""
+    header = ["example", "id", "tokens", "gold", "predicted", "sentence"] + [
+        f"{entry.name}@L{layer + 1}" for entry in summary.methods for layer in range(summary.num_layers)]
+    rows = [[row.index, row.id, row.tokens, "" if row.label < 0 else row.label, row.prediction, row.text,
+             *row.spearman] for row in summary.examples]
+    write_csv(header, rows, folder / "per_example.csv")
+
+
+def write_table_md(summary: StudySummary, folder: Path) -> None:
+    """``table.md``: median ρ per layer, then the clarity of the relevance maps."""
+    from attnlens.viz.tables import clarity_rows, markdown_table, study_rows  # noqa: PLC0415
+
+    settings = summary.settings
+    head, rows = study_rows(summary.method_dicts())
+    title = (f"{summary.title}, {summary.n_examples} examples, model {summary.model}, accuracy "
+             f"{summary.accuracy:.4f}; median Spearman ρ between relevance (reduce={settings.get('reduce')}) and "
+             f"input-gradient saliency ({settings.get('saliency')} at {settings.get('saliency_at')}) per layer.")
+    clarity_head, clarity_table = clarity_rows(summary.method_dicts())
+    clarity = ("\nClarity of the relevance maps (median over examples): normalized entropy (1 = uniform) and "
+               "Gini coefficient (0 = uniform).\n\n" + markdown_table(clarity_head, clarity_table))
+    (folder / "table.md").write_text(title + "\n\n" + markdown_table(head, rows) + clarity, encoding="utf-8")
+
+
+def write_layers_png(summary: StudySummary, folder: Path) -> None:
+    """``layers.png``: median per layer, one line per method, the 95 % interval shaded."""
+    from attnlens.viz.layer_curves import plot_layer_curves  # noqa: PLC0415
+
+    plot_layer_curves(summary.method_dicts(), folder / "layers.png", title=f"{summary.title}: {summary.model}")
+
+
+def write_study_outputs(summary: StudySummary, out_dir: str | Path) -> Path:
+    """Write every output file of a study into `out_dir` (new or empty), atomically.
+
+    Returns:
+        The output folder.
+    """
+
+    def fill(folder: Path) -> None:
+        for writer in (write_results_json, write_results_csv, write_per_example_csv, write_table_md,
+                       write_layers_png):
+            writer(summary, folder)
+
+    return write_atomically(out_dir, fill)
+
+
+__all__ = [
+    "OUTPUT_FILES",
+    "write_layers_png",
+    "write_per_example_csv",
+    "write_results_csv",
+    "write_results_json",
+    "write_study_outputs",
+    "write_table_md",
+]
