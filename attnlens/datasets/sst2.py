@@ -12,8 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attnlens._checks import _check_choice
+from attnlens.datasets._tables import _Problem, build_examples, describe, file_stem, read_delimited
+from attnlens.datasets.examples import Examples
 
 _SPLITS = ("train", "dev")
+_SENTENCE_COLUMNS = ("sentence", "content", "text")  # SST-2's historical order
+CLASS_NAMES = ("negative", "positive")
 DATA_ENV = "ATTNLENS_DATA"
 
 
@@ -29,6 +33,41 @@ class SST2Split:
         return len(self.sentences)
 
 
+def _sst2_message(problem: _Problem, path: Path) -> str:
+    """SST-2's historical wording of a parsing problem (the generic one for anything else)."""
+    d = problem.details
+    if problem.kind == "unreadable":
+        return f"Expected a readable UTF-8 TSV file at {path}, but reading failed: {d['error']}."
+    if problem.kind == "empty":
+        return f"Expected a header row `label<TAB>sentence` in {path}, but the file is empty."
+    if problem.kind in ("no_label_column", "no_text_column"):
+        return (f"Expected {path} to have a `label` column and a `sentence` (or `content`/`text`) column, "
+                f"but got columns {list(d['columns'])}.")
+    if problem.kind == "column_count":
+        return (f"Expected {d['count']} columns on line {d['line']} of {path}, but got {d['got']} "
+                "(a tab inside a sentence?).")
+    if problem.kind == "label":
+        return f"Expected label 0 or 1 on line {d['line']} of {path}, but got {d['value']!r}."
+    if problem.kind == "empty_text":
+        return f"Expected a non-empty sentence on line {d['line']} of {path}, but it is empty."
+    return describe(problem, str(path), tsv=True)
+
+
+def _read_sst2_examples(path: str | os.PathLike, split: str | None = None) -> Examples:
+    """The generic TSV reader with SST-2's rules: ``label`` and a ``sentence``/``content``/``text`` column
+    required, labels 0/1 only, no id column (ids ``sst2-<split>-<index>``), SST-2's messages."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Expected an SST-2 TSV file at {path}, but it does not exist.")
+    try:
+        table = read_delimited(path, delimiter="\t", quoting=csv.QUOTE_NONE)
+        return build_examples(table, name=f"sst2/{split or file_stem(path)}", source=str(path),
+                              text_names=_SENTENCE_COLUMNS, require_label=True, id_names=(),
+                              label_values=("0", "1"), class_names=CLASS_NAMES)
+    except _Problem as problem:
+        raise ValueError(_sst2_message(problem, path)) from None
+
+
 def read_sst2_tsv(path: str | os.PathLike) -> SST2Split:
     """Read a GLUE-style SST-2 TSV: one header row, then `label<TAB>sentence` (either column order).
 
@@ -36,41 +75,8 @@ def read_sst2_tsv(path: str | os.PathLike) -> SST2Split:
         ValueError: if the file is missing, unreadable, lacks `label`/sentence columns, or a
             label is not 0/1, naming the file and line.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"Expected an SST-2 TSV file at {path}, but it does not exist.")
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"Expected a readable UTF-8 TSV file at {path}, but reading failed: {err}.") from err
-    if not rows:
-        raise ValueError(f"Expected a header row `label<TAB>sentence` in {path}, but the file is empty.")
-    header = [h.strip().lower() for h in rows[0]]
-    sentence_names = ("sentence", "content", "text")
-    if "label" not in header or not any(name in header for name in sentence_names):
-        raise ValueError(
-            f"Expected {path} to have a `label` column and a `sentence` (or `content`/`text`) column, "
-            f"but got columns {rows[0]}."
-        )
-    label_col = header.index("label")
-    text_col = next(header.index(name) for name in sentence_names if name in header)
-    sentences: list[str] = []
-    labels: list[int] = []
-    for line_number, row in enumerate(rows[1:], start=2):
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise ValueError(f"Expected {len(header)} columns on line {line_number} of {path}, but got {len(row)} "
-                             "(a tab inside a sentence?).")
-        label = row[label_col].strip()
-        if label not in ("0", "1"):
-            raise ValueError(f"Expected label 0 or 1 on line {line_number} of {path}, but got {label!r}.")
-        if not row[text_col].strip():
-            raise ValueError(f"Expected a non-empty sentence on line {line_number} of {path}, but it is empty.")
-        sentences.append(row[text_col].strip())
-        labels.append(int(label))
-    return SST2Split(sentences=sentences, labels=labels, source=str(path))
+    examples = _read_sst2_examples(path)
+    return SST2Split(sentences=examples.texts, labels=examples.labels or [], source=str(path))
 
 
 def _load_from_hub(split: str) -> SST2Split:
@@ -92,6 +98,21 @@ def _load_from_hub(split: str) -> SST2Split:
     return SST2Split(sentences=list(data["sentence"]), labels=list(data["label"]), source="hf:glue/sst2")
 
 
+def _sst2_file(split: str, data_dir: str | os.PathLike | None) -> Path | None:
+    """``sst2/<split>.tsv`` (or ``<split>.tsv``) in `data_dir`, else in ``$ATTNLENS_DATA``; None for the hub."""
+    _check_choice(split, "split", _SPLITS)
+    folder = data_dir if data_dir is not None else os.environ.get(DATA_ENV) or None
+    if folder is None:
+        return None
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"Expected `data` to be a folder holding sst2/{split}.tsv, but {folder} is not a folder.")
+    for candidate in (folder / "sst2" / f"{split}.tsv", folder / f"{split}.tsv"):
+        if candidate.is_file():
+            return candidate
+    raise ValueError(f"Expected `data` folder {folder} to hold sst2/{split}.tsv, but it does not.")
+
+
 def load_sst2(split: str = "dev", *, data_dir: str | os.PathLike | None = None) -> SST2Split:
     """Load an SST-2 split.
 
@@ -108,14 +129,37 @@ def load_sst2(split: str = "dev", *, data_dir: str | os.PathLike | None = None) 
     Raises:
         ValueError: for an unknown split, a folder without the file, or no source at all.
     """
-    _check_choice(split, "split", _SPLITS)
-    folder = data_dir if data_dir is not None else os.environ.get(DATA_ENV) or None
-    if folder is None:
-        return _load_from_hub(split)
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"Expected `data` to be a folder holding sst2/{split}.tsv, but {folder} is not a folder.")
-    for candidate in (folder / "sst2" / f"{split}.tsv", folder / f"{split}.tsv"):
-        if candidate.is_file():
-            return read_sst2_tsv(candidate)
-    raise ValueError(f"Expected `data` folder {folder} to hold sst2/{split}.tsv, but it does not.")
+    path = _sst2_file(split, data_dir)
+    return _load_from_hub(split) if path is None else read_sst2_tsv(path)
+
+
+def load_sst2_examples(split: str = "dev", *, data_dir: str | os.PathLike | None = None) -> Examples:
+    """Load an SST-2 split as `Examples`: ids ``sst2-<split>-<index>``, labels 0/1, class names
+    ``("negative", "positive")``, name ``sst2/<split>``.
+
+    The same files, folder rules and messages as `load_sst2`.
+
+    Args:
+        split: ``"dev"`` or ``"train"``.
+        data_dir: folder holding ``sst2/{train,dev}.tsv``; default ``$ATTNLENS_DATA``, else the hub.
+
+    Returns:
+        The split's examples in file order.
+
+    Raises:
+        ValueError: for an unknown split, a folder without the file, a bad file, or no source at all.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "dev.tsv").write_text("sentence\\tlabel\\ngood film\\t1\\nbad film\\t0\\n")
+        >>> data = load_sst2_examples("dev", data_dir=folder)
+        >>> data.ids, data.labels, data.class_names
+        (['sst2-dev-0', 'sst2-dev-1'], [1, 0], ('negative', 'positive'))
+    """
+    path = _sst2_file(split, data_dir)
+    if path is None:
+        hub = _load_from_hub(split)
+        return Examples.from_texts(hub.sentences, hub.labels, name=f"sst2/{split}", source=hub.source,
+                                   class_names=CLASS_NAMES)
+    return _read_sst2_examples(path, split)
