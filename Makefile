@@ -1,12 +1,13 @@
-# attnlens developer targets. `make demo` and `make test` work on a fresh machine.
+# attnlens developer targets. `make demo`, `make test` and `make docs` work on a fresh machine.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SHARED ?= $(firstword $(wildcard $(abspath ../shared) /work/shared) $(abspath ../shared))
 STAMP := $(VENV)/.installed-stamp
+DOCS_STAMP := $(VENV)/.docs-installed-stamp
 THREADS ?= 2
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test docs bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +28,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The docs extra goes on top of the environment `make test` uses (torch pinned first, as there).
+$(DOCS_STAMP): $(STAMP) pyproject.toml Makefile
+	$(BIN)/python -m pip install --quiet -e ".[test,finetune,docs]"
+	touch $(DOCS_STAMP)
+
+# API reference pages built from the docstrings (mkdocs.yml, docs/) into site/; warnings fail the build.
+docs: $(DOCS_STAMP)
+	$(BIN)/python -m mkdocs build --strict --site-dir site
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sst2_study.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) runs site .pytest_cache .hypothesis

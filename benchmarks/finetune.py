@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from attnlens.experiments.finetune import finetune_sst2
+from attnlens.training import finetune_sst2
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnlens.experiments.finetune import finetune_sst2  # noqa: PLC0415
+    from attnlens.training import finetune_sst2  # noqa: PLC0415
 
     result = finetune_sst2(base=args.base, data_dir=args.data, out_dir=args.out, epochs=args.epochs,
                            batch_size=args.batch_size, learning_rate=args.learning_rate, max_length=args.max_length,

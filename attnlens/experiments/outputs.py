@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from attnlens._checks import _check_creatable_folder
+from attnlens._files import _write_folder_atomically
 
 
 def _clean(value: object) -> object:
@@ -25,10 +24,12 @@ def _clean(value: object) -> object:
 
 
 def write_json(document: dict, path: Path) -> None:
+    """Write `document` as indented JSON (NaN and infinities become ``null``)."""
     path.write_text(json.dumps(_clean(document), indent=2) + "\n", encoding="utf-8")
 
 
 def write_csv(header: list[str], rows: list[list[object]], path: Path) -> None:
+    """Write a header row and `rows` as UTF-8 CSV."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
@@ -50,21 +51,11 @@ def check_output_folder(out_dir: str | Path, name: str = "out") -> None:
 def write_atomically(out_dir: str | Path, fill: Callable[[Path], None]) -> Path:
     """Let `fill` write into a temporary folder beside `out_dir`, then move it into place.
 
-    Nothing half-written is left behind: on any error the temporary folder is removed.
+    :func:`check_output_folder`, then ``attnlens._files._write_folder_atomically``: nothing
+    half-written is left behind, on any error the temporary folder is removed.
 
     Raises:
         ValueError: when `out_dir` exists and is not an empty folder.
     """
     check_output_folder(out_dir)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        fill(staging)
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out_dir
+    return _write_folder_atomically(out_dir, fill, name="out")

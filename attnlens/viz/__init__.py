@@ -1,13 +1,11 @@
 """Views: token heatmaps, attention matrices before/after diffusion, per-layer curves, tables."""
 
-from attnlens.viz.attention_map import AttentionMap, attention_map_html, compute_attention_map, plot_attention_map
+from attnlens.viz.attention_map import attention_map_html, plot_attention_map
 from attnlens.viz.layer_curves import plot_layer_curves
 from attnlens.viz.token_heatmap import token_heatmap_html, token_heatmap_text, write_token_heatmap_html
 
 __all__ = [
-    "AttentionMap",
     "attention_map_html",
-    "compute_attention_map",
     "plot_attention_map",
     "plot_layer_curves",
     "token_heatmap_html",

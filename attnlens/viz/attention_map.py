@@ -1,12 +1,12 @@
-"""Attention matrices before and after Network Diffusion, per layer, as a PNG or an HTML page.
+"""Drawing attention matrices before and after Network Diffusion, per layer, as a PNG or an HTML page.
 
-:func:`compute_attention_map` turns one example's per-layer attention into an
-:class:`AttentionMap` (the matrices before and after diffusion and the rollout relevance of
-both); :func:`plot_attention_map` draws it with matplotlib (Agg, no pyplot state) and
-:func:`attention_map_html` writes one self-contained interactive page (inline SVG and
-JavaScript, no network access): hovering a token shows its row. Layers are numbered from 1
-(layer 1 … L), as in the SST-2 study. Both writers write atomically (temporary file + rename)
-and create missing parent folders.
+Both functions only draw an ``AttentionMap`` computed by
+``attnlens.experiments.attention_map.compute_attention_map`` (the matrices before and after
+diffusion and the rollout relevance of both): `plot_attention_map` draws it with matplotlib
+(Agg, no pyplot state) and `attention_map_html` writes one self-contained interactive page
+(inline SVG and JavaScript, no network access): hovering a token shows its row. Layers are
+numbered from 1 (layer 1 … L), as in the SST-2 study. Both write atomically (temporary file +
+rename) and create missing parent folders.
 """
 
 from __future__ import annotations
@@ -16,118 +16,24 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from attnlens._checks import _check_attention, _check_choice, _check_floating, _check_ndim
 from attnlens._files import _write_atomic
-from attnlens.methods._common import _normalize_rows, fuse_heads
-from attnlens.methods.network_diffusion import network_diffusion
-from attnlens.methods.relevance import relevance
-from attnlens.methods.rollout import rollout
 
-_REDUCTIONS = ("cls", "max", "mean")
+if TYPE_CHECKING:  # the computation lives in experiments; views only draw it
+    from attnlens.experiments.attention_map import AttentionMap
+
 _MAX_LABELLED_TOKENS = 80
-
-
-class AttentionMap(NamedTuple):
-    """One example's attention before and after diffusion, ready to draw.
-
-    Attributes:
-        tokens: the n token strings.
-        before: `(L, n, n)` head-fused attention.
-        after: `(L, n, n)` the same after :func:`~attnlens.methods.network_diffusion`.
-        relevance_before: `(n,)` rollout relevance of `before`.
-        relevance_after: `(n,)` rollout relevance of `after`.
-        alpha: the diffusion strength used.
-        reduce: how rollout's last joint attention was reduced to relevance.
-    """
-
-    tokens: list[str]
-    before: Tensor
-    after: Tensor
-    relevance_before: Tensor
-    relevance_after: Tensor
-    alpha: float
-    reduce: str
-
-
-def compute_attention_map(
-    attentions: Tensor,
-    tokens: list[str],
-    *,
-    alpha: float = 0.9,
-    reduce: str = "cls",
-    cls_index: int = 0,
-    top_k: int | None = None,
-    residual: bool = True,
-    head_fusion: str = "mean",
-) -> AttentionMap:
-    """Diffuse one example's attention layer by layer and roll out both versions.
-
-    Network Diffusion (see :func:`~attnlens.methods.network_diffusion`) of the head-fused
-    matrices; relevance from Attention Rollout (Abnar & Zuidema 2020) after the last layer.
-
-    Args:
-        attentions: `(L, n, n)` head-fused or `(L, H, n, n)` per-head attention of one example,
-            valid tokens only (no padding).
-        tokens: the n token strings.
-        alpha: diffusion strength in [0, 1).
-        reduce: ``"cls"``, ``"max"`` or ``"mean"``, how the joint attention becomes relevance.
-        cls_index: the row read by ``reduce="cls"``.
-        top_k: row sparsification before diffusion (None keeps every entry).
-        residual: add the identity for the residual connection in rollout.
-        head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads of a per-head input; rows
-            are renormalized after fusion.
-
-    Returns:
-        An :class:`AttentionMap` of float64 CPU tensors.
-
-    Raises:
-        ValueError: on a wrong shape, a token count that is not n, or a bad option.
-
-    Example:
-        >>> import torch
-        >>> attn = torch.tensor([[[0.7, 0.3], [0.4, 0.6]]])
-        >>> amap = compute_attention_map(attn, ["[CLS]", "hi"], alpha=0.5)
-        >>> amap.after.shape, amap.relevance_after.shape
-        (torch.Size([1, 2, 2]), torch.Size([2]))
-    """
-    _check_floating(attentions, "attentions")
-    _check_ndim(attentions, "attentions", (3, 4), "(L, n, n) or (L, H, n, n)")
-    _check_attention(attentions, "attentions", ndims=(3, 4))
-    _check_choice(reduce, "reduce", _REDUCTIONS)
-    n = attentions.shape[-1]
-    if len(tokens) != n:
-        raise ValueError(f"Expected `tokens` to have one string per token ({n}), but got {len(tokens)}.")
-    attn = attentions.detach().to("cpu", torch.float64)[None]
-    if attn.ndim == 5:
-        # max/min fusion leaves rows that do not sum to 1; renormalize (a no-op for the mean).
-        attn = _normalize_rows(fuse_heads(attn, how=head_fusion))
-    diffused = network_diffusion(attn, alpha=alpha, top_k=top_k)
-
-    def _relevance(matrices: Tensor) -> Tensor:
-        joint = rollout(matrices, residual=residual)[:, -1]
-        return relevance(joint, reduce=reduce, cls_index=cls_index)[0]
-
-    return AttentionMap(
-        tokens=[str(token) for token in tokens],
-        before=attn[0],
-        after=diffused[0],
-        relevance_before=_relevance(attn),
-        relevance_after=_relevance(diffused),
-        alpha=float(alpha),
-        reduce=reduce,
-    )
 
 
 def plot_attention_map(amap: AttentionMap, out: str | os.PathLike, *, dpi: int = 120) -> Path:
     """Draw every layer's matrix before and after diffusion side by side, and the relevance bars, to a PNG.
 
     Args:
-        amap: what :func:`compute_attention_map` returned.
+        amap: what ``attnlens.experiments.attention_map.compute_attention_map`` returned.
         out: path of the PNG to write (atomically; parent folders are created).
         dpi: resolution.
 
@@ -303,7 +209,7 @@ def attention_map_html(amap: AttentionMap, out: str | os.PathLike, *, title: str
     per-layer ``before``/``after`` rows (6 decimals) and both relevance vectors.
 
     Args:
-        amap: what :func:`compute_attention_map` returned.
+        amap: what ``attnlens.experiments.attention_map.compute_attention_map`` returned.
         out: path of the HTML file to write (atomically; parent folders are created).
         title: page title.
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from attnlens.experiments.attention_map import compute_attention_map
 from attnlens.methods import relevance, rollout
 from attnlens.methods.network_diffusion import network_diffusion
-from attnlens.viz.attention_map import attention_map_html, compute_attention_map, plot_attention_map
+from attnlens.viz.attention_map import attention_map_html, plot_attention_map
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

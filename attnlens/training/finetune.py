@@ -14,8 +14,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,11 +22,13 @@ from typing import Any
 
 import torch
 
-from attnlens._checks import _check_creatable_folder, _check_device, _check_number
+from attnlens._checks import ArgumentError, _check_creatable_folder, _check_device, _check_integer, _check_number
+from attnlens._files import _write_folder_atomically
 from attnlens.datasets.sst2 import load_sst2
 from attnlens.paths import default_model_dir
 
 RESULT_FILE = "attnlens_finetune.json"
+"""The record written into every output folder; an existing folder holding it may be replaced."""
 _LABELS = ("negative", "positive")
 # Weights a classifier built on a bare encoder may lack: the new head, and the pooler of encoders saved without one.
 _NEW_WEIGHT_MARKERS = ("classifier", "pooler", "pre_classifier")
@@ -114,6 +114,7 @@ def finetune_sst2(
     Raises:
         ValueError: for a non-positive count or budget, a `base` that is missing or is not a
             BERT-like encoder, an unusable `out_dir`, an unavailable `device`, or missing data.
+        TypeError: for a count, `seed` or number of the wrong type (a float `max_steps`, a bool).
 
     Example:
         Four minutes of training on one CPU thread (the full run is in ``benchmarks/results/finetune.md``):
@@ -126,6 +127,9 @@ def finetune_sst2(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
         warmup_ratio=warmup_ratio, max_length=max_length, max_steps=max_steps, time_budget=time_budget,
         seed=seed, eval_limit=eval_limit,
+    )
+    epochs, batch_size, max_length, max_steps, seed, eval_limit = (
+        settings[name] for name in ("epochs", "batch_size", "max_length", "max_steps", "seed", "eval_limit")
     )
     torch_device = _check_device(device)
     target = Path(out_dir).expanduser() if out_dir is not None else default_model_dir()
@@ -180,37 +184,28 @@ def finetune_sst2(
 # ----------------------------------------------------------------------------------------------- checks
 
 
-def _check_count(value: object, name: str, *, allow_none: bool = False) -> None:
-    """Check a positive integer option (a count of steps, sentences, tokens)."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"Expected `{name}` to be a positive integer, but got {type(value).__name__}.")
-    if value <= 0:
-        raise ValueError(f"Expected `{name}` to be a positive integer, but got {value}.")
-
-
 def _finetune_check(*, epochs: object, batch_size: object, learning_rate: object, weight_decay: object,
                     warmup_ratio: object, max_length: object, max_steps: object, time_budget: object,
                     seed: object, eval_limit: object) -> dict[str, Any]:
-    """Check the numeric options of `finetune_sst2`; return them as a JSON-ready dict."""
-    _check_count(epochs, "epochs")
-    _check_count(batch_size, "batch_size")
-    _check_count(max_length, "max_length")
-    _check_count(max_steps, "max_steps", allow_none=True)
-    _check_count(eval_limit, "eval_limit", allow_none=True)
-    if isinstance(max_length, int) and max_length < 2:
-        raise ValueError(f"Expected `max_length` to be at least 2 (room for [CLS] and [SEP]), but got {max_length}.")
+    """Check the numeric options of `finetune_sst2`; return them as a JSON-ready dict (integers as int)."""
+    counts = {}
+    for name, value, allow_none in (("epochs", epochs, False), ("batch_size", batch_size, False),
+                                    ("max_length", max_length, False), ("max_steps", max_steps, True),
+                                    ("eval_limit", eval_limit, True)):
+        counts[name] = _check_integer(value, name, low=1, allow_none=allow_none, description="a positive integer")
+    if counts["max_length"] < 2:
+        raise ArgumentError(f"Expected `max_length` to be at least 2 (room for [CLS] and [SEP]), but got "
+                            f"{counts['max_length']}.", "max_length")
     _check_number(learning_rate, "learning_rate", low=0, low_inclusive=False)
     _check_number(weight_decay, "weight_decay", low=0)
     _check_number(warmup_ratio, "warmup_ratio", low=0, high=1, high_inclusive=False)
     if time_budget is not None:
         _check_number(time_budget, "time_budget", low=0, low_inclusive=False)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"Expected `seed` to be an integer, but got {type(seed).__name__}.")
-    return {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-            "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "max_length": max_length,
-            "max_steps": max_steps, "time_budget": time_budget, "seed": seed, "eval_limit": eval_limit}
+    seed = _check_integer(seed, "seed")
+    return {"epochs": counts["epochs"], "batch_size": counts["batch_size"], "learning_rate": learning_rate,
+            "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "max_length": counts["max_length"],
+            "max_steps": counts["max_steps"], "time_budget": time_budget, "seed": seed,
+            "eval_limit": counts["eval_limit"]}
 
 
 def _check_out_dir(target: Path) -> None:
@@ -461,37 +456,8 @@ def _save(model: Any, tokenizer: Any, record: dict[str, Any], folder: Path) -> N
 
 
 def _save_atomically(model: Any, tokenizer: Any, record: dict[str, Any], target: Path) -> None:
-    """Write into a hidden temporary folder beside `target`, then swap it in by renaming."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    previous = None
-    try:
-        _save(model, tokenizer, record, staging)
-        _apply_umask(staging)
-        if target.exists():
-            previous = target.with_name(f".{target.name}.old-{os.getpid()}")
-            target.rename(previous)
-        try:
-            staging.rename(target)
-        except OSError:
-            if previous is not None:
-                previous.rename(target)
-                previous = None
-            raise
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
-
-
-def _apply_umask(folder: Path) -> None:
-    """Give the staged folder and files the modes a plain mkdir/open would (mkdtemp makes them private)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for path in folder.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+    """Save into a staging folder beside `target` that replaces it (an earlier finetune output) once complete."""
+    _write_folder_atomically(target, lambda folder: _save(model, tokenizer, record, folder), replace=True)
 
 
 def _transformers_version() -> str:

@@ -1,4 +1,4 @@
-"""Tests of `attnlens.experiments.finetune` on a tiny random BERT and a separable toy SST-2."""
+"""Tests of `attnlens.training.finetune` on a tiny random BERT and a separable toy SST-2."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import random
 import pytest
 import torch
 
-from attnlens.experiments import finetune as finetune_module
-from attnlens.experiments.finetune import RESULT_FILE, FinetuneResult, finetune_sst2
 from attnlens.paths import default_model_dir
+from attnlens.training import finetune as finetune_module
+from attnlens.training.finetune import RESULT_FILE, FinetuneResult, finetune_sst2
 
 _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _POSITIVE = ["good", "great", "lovely", "fun"]
