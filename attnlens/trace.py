@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 
@@ -25,6 +26,10 @@ class Trace:
         labels: `(B,)` long gold labels when known, else None.
         special_mask: `(B, n)` bool, True on special tokens ([CLS], [SEP], ...), when known.
         extras: adapter-specific tensors (for example raw, unnormalised hidden attention).
+        readout: `(B,)` long, per example the position whose row explains the output: 0 for
+            [CLS] encoders, the last valid token for causal models (GPT-2, Llama, Mamba), Vision
+            Mamba's middle class token. Filled with zeros on `mask`'s device when not given.
+        grid: `(rows, columns)` of the patch grid for image models, None for text.
     """
 
     tokens: list[list[str]]
@@ -37,6 +42,12 @@ class Trace:
     labels: Tensor | None = None
     special_mask: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
+    readout: Tensor | None = None
+    grid: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.readout is None:
+            self.readout = torch.zeros(self.mask.shape[0], dtype=torch.long, device=self.mask.device)
 
     @property
     def lengths(self) -> Tensor:

@@ -1,22 +1,41 @@
 """Model adapters: the only code that knows a model family."""
 
 from attnlens.models._factory import load_adapter
-from attnlens.models._registry import adapter_for_config, get_adapter_class, list_adapters, register_adapter
-from attnlens.models._saliency import SALIENCY_REDUCTIONS, reduce_saliency
+from attnlens.models._registry import (
+    adapter_for_config,
+    create_tiny_adapter,
+    get_adapter_class,
+    list_adapters,
+    list_tiny_variants,
+    register_adapter,
+    register_tiny_variant,
+)
+from attnlens.models._saliency import SALIENCY_POSITIONS, SALIENCY_REDUCTIONS, reduce_saliency
+from attnlens.models._targets import ExplainError, resolve_target
+from attnlens.models.base import Adapter
+from attnlens.models.hf_causal_text import CausalTextClassifierAdapter
 from attnlens.models.hf_mamba import MambaAdapter, ScanInputs
-from attnlens.models.hf_text import ExplainError, TextClassifierAdapter, load_text_classifier
+from attnlens.models.hf_text import TextClassifierAdapter, load_text_classifier
+from attnlens.models import _tiny  # noqa: F401, E402 - registers the tiny test_* variants
 
 __all__ = [
+    "SALIENCY_POSITIONS",
     "SALIENCY_REDUCTIONS",
+    "Adapter",
+    "CausalTextClassifierAdapter",
     "ExplainError",
     "MambaAdapter",
     "ScanInputs",
     "TextClassifierAdapter",
     "adapter_for_config",
+    "create_tiny_adapter",
     "get_adapter_class",
     "list_adapters",
+    "list_tiny_variants",
     "load_adapter",
     "load_text_classifier",
     "reduce_saliency",
     "register_adapter",
+    "register_tiny_variant",
+    "resolve_target",
 ]

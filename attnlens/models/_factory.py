@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from attnlens._checks import _check_device
+from attnlens._checks import ArgumentError, _check_device
 from attnlens.models._registry import adapter_for_config
 
 
@@ -16,10 +16,11 @@ def _check_model_reference(name_or_path: str) -> None:
 
     text = str(name_or_path)
     if not text.strip():
-        raise ValueError("Expected `model` to be a Hugging Face model id or a local model folder, but got ''.")
+        raise ArgumentError("Expected `model` to be a Hugging Face model id or a local model folder, but got ''.",
+                            "model")
     looks_like_path = text.startswith(("/", ".", "~")) or os.sep in text.rstrip(os.sep) and text.count("/") > 1
     if looks_like_path and not Path(text).expanduser().exists():
-        raise ValueError(f"Expected `model` to be a local model folder, but {text} does not exist.")
+        raise ArgumentError(f"Expected `model` to be a local model folder, but {text} does not exist.", "model")
     if not looks_like_path and not Path(text).expanduser().exists():
         _check_hub_reachable(text)
 
@@ -52,14 +53,14 @@ def _check_hub_reachable(model_id: str) -> None:
     nor reachable; any other answer of the hub is left to the loader."""
     status = hub_status(model_id)
     if status == "offline":
-        raise ValueError(f"Expected `model` to be a local folder or a cached hub model (HF_HUB_OFFLINE is set), but "
-                         f"{model_id!r} is not in the Hugging Face cache.")
+        raise ArgumentError(f"Expected `model` to be a local folder or a cached hub model (HF_HUB_OFFLINE is set), but "
+                            f"{model_id!r} is not in the Hugging Face cache.", "model")
     if status == "unreachable":
-        raise ValueError(f"Expected `model` to be a local folder or a reachable hub model, but the Hugging Face "
-                         f"hub cannot be reached and {model_id!r} is not in the local cache.")
+        raise ArgumentError(f"Expected `model` to be a local folder or a reachable hub model, but the Hugging Face "
+                            f"hub cannot be reached and {model_id!r} is not in the local cache.", "model")
     if status == "missing":
-        raise ValueError(f"Expected `model` to be a local folder or a hub model, but {model_id!r} does not exist "
-                         f"on the Hugging Face hub (or needs a login).")
+        raise ArgumentError(f"Expected `model` to be a local folder or a hub model, but {model_id!r} does not exist "
+                            f"on the Hugging Face hub (or needs a login).", "model")
 
 
 def load_failure(name_or_path: str, err: Exception) -> ValueError:
@@ -87,7 +88,7 @@ def load_adapter(name_or_path: str, *, device: str | torch.device = "cpu") -> ob
         >>> load_adapter("/no/such/model")
         Traceback (most recent call last):
         ...
-        ValueError: Expected `model` to be a local model folder, but /no/such/model does not exist.
+        attnlens._checks.ArgumentError: Expected `model` to be a local model folder, but /no/such/model does not exist.
     """
     device = _check_device(device)
     _check_model_reference(name_or_path)

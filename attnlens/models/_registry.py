@@ -49,3 +49,34 @@ def adapter_for_config(config: object) -> type:
     raise ValueError(
         f"Expected a model of a supported family ({', '.join(list_adapters())}), but got model_type {model_type!r}."
     )
+
+
+_TINY_VARIANTS: dict[str, tuple[str, Callable[[], object]]] = {}
+
+
+def register_tiny_variant(name: str, *, family: str) -> Callable[[Callable[[], T]], Callable[[], T]]:
+    """Decorator: register a zero-argument factory of a tiny seeded adapter of `family` as `name`.
+
+    Tiny variants (2 layers, 2 heads, hidden ~32, built in code) feed the one adapter contract
+    test, like timm's ``test_*`` models.
+    """
+
+    def decorator(factory: Callable[[], T]) -> Callable[[], T]:
+        if name in _TINY_VARIANTS:
+            raise ValueError(f"Expected a new tiny variant name, but {name!r} is already registered.")
+        _TINY_VARIANTS[name] = (family, factory)
+        return factory
+
+    return decorator
+
+
+def list_tiny_variants(family: str | None = None) -> list[str]:
+    """Sorted names of the registered tiny variants, of every family or of one."""
+    return sorted(name for name, (owner, _) in _TINY_VARIANTS.items() if family is None or owner == family)
+
+
+def create_tiny_adapter(name: str) -> object:
+    """A fresh adapter around the tiny seeded model registered as `name`; an unknown name lists the valid ones."""
+    if name not in _TINY_VARIANTS:
+        raise ValueError(f"Expected `name` to be one of {', '.join(list_tiny_variants())}, but got {name!r}.")
+    return _TINY_VARIANTS[name][1]()

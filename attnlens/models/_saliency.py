@@ -7,6 +7,7 @@ from torch import Tensor
 from attnlens._checks import _check_choice
 
 SALIENCY_REDUCTIONS = ("sum_abs", "l2", "grad_x_input")
+SALIENCY_POSITIONS = ("layer_input", "word_embeddings")
 
 
 def reduce_saliency(grad: Tensor, embeddings: Tensor, mask: Tensor, *, how: str) -> Tensor:

@@ -24,13 +24,13 @@ in groups of equal token length, and the results are left-padded into one batch 
 so the last position is every example's last token). Each example gets exactly what it gets alone.
 
 Target. By default the model's next-token prediction at the last position (argmax of its
-logits); or a given token id per example.
+logits); or a given token id per example, or a single-token string (the vocabulary is the class
+set). The readout is the last position, n - 1, for every example.
 """
 
 from __future__ import annotations
 
 import contextlib
-import numbers
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -38,15 +38,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnlens._checks import _check_choice
+from attnlens._checks import _check_choice, _check_integer
 from attnlens.methods._common import _apply_mask, _normalize_rows
 from attnlens.methods.hidden_attention import hidden_attention
 from attnlens.models._hooks import eval_mode, frozen_parameters
+from attnlens.models._perturb import gather_rows, perturbed_ids
 from attnlens.models._registry import register_adapter
-from attnlens.models._saliency import SALIENCY_REDUCTIONS, reduce_saliency
+from attnlens.models._saliency import SALIENCY_POSITIONS, SALIENCY_REDUCTIONS, reduce_saliency
+from attnlens.models._targets import ExplainError, label_indices, target_indices
+from attnlens.models.base import Adapter
 from attnlens.trace import Trace
 
-_SALIENCIES = (*SALIENCY_REDUCTIONS, "none")
+_SALIENCIES = (*SALIENCY_REDUCTIONS, "none")  # "none": as None
 _CHANNEL_MODES = ("mean", "abs_mean")
 
 
@@ -129,38 +132,13 @@ def _scan_inputs(mixer: torch.nn.Module, record: dict[str, Tensor]) -> ScanInput
     )
 
 
-def _to_target(target: int | Sequence[int] | Tensor | None, batch: int, vocab: int) -> Tensor | None:
-    """Token ids `(batch,)` from an int, a list/tuple of ints or an integer tensor, each in [0, vocab)."""
-    if target is None:
-        return None
-    expected = "a token id (int), a list or tuple of ids, or an integer tensor"
-    if isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise TypeError(f"Expected `target` to be {expected}, but got a tensor of dtype {target.dtype}.")
-        ids = target.detach().to("cpu", torch.long).reshape(-1)
-    elif isinstance(target, (list, tuple)) or (isinstance(target, numbers.Integral) and not isinstance(target, bool)):
-        items = list(target) if isinstance(target, (list, tuple)) else [target]
-        for item in items:
-            if isinstance(item, bool) or not isinstance(item, numbers.Integral):
-                raise TypeError(f"Expected `target` to be {expected}, but got {target!r} (holding a "
-                                f"{type(item).__name__}).")
-        ids = torch.tensor([int(item) for item in items], dtype=torch.long)
-    else:
-        hint = "; convert a token with `target_id`" if isinstance(target, str) else ""
-        raise TypeError(f"Expected `target` to be {expected}, but got {type(target).__name__} {target!r}{hint}.")
-    if ids.numel() == 1:
-        ids = ids.expand(batch)
-    if ids.shape != (batch,):
-        raise ValueError(f"Expected `target` to hold one token id per text ({batch}), but got {tuple(ids.shape)}.")
-    out_of_range = (ids < 0) | (ids >= vocab)
-    if bool(out_of_range.any()):
-        raise ValueError(f"Expected `target` to hold token ids in [0, {vocab}), but got "
-                         f"{int(ids[out_of_range][0])}.")
-    return ids
+def _length_groups(rows: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Indices of the rows grouped by length (shortest first), so no group needs padding."""
+    return [[i for i, row in enumerate(rows) if len(row) == length] for length in sorted({len(r) for r in rows})]
 
 
 @register_adapter("mamba")
-class MambaAdapter:
+class MambaAdapter(Adapter):
     """Hidden-attention traces of a Hugging Face Mamba language model.
 
     Args:
@@ -175,11 +153,13 @@ class MambaAdapter:
         True
     """
 
+    task = "language_modeling"
+    provides = frozenset({"attention", "attention_gradients"})
+
     def __init__(self, model: torch.nn.Module, tokenizer, *, device: str | torch.device = "cpu") -> None:
         _mixers(model)
         self.model = model.to(device)
         self.tokenizer = tokenizer
-        self.device = torch.device(device)
 
     @classmethod
     def accepts(cls, config: object) -> bool:
@@ -195,12 +175,46 @@ class MambaAdapter:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         return cls(model, tokenizer, device=device)
 
+    # --- what the model is --------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers())
+
+    @property
+    def num_classes(self) -> int:
+        """The vocabulary size (the logits' last dimension)."""
+        return self._vocab_size()
+
+    def layers(self) -> list[torch.nn.Module]:
+        return list(getattr(self.model, "backbone", self.model).layers)
+
+    def label(self, class_index: int) -> str:
+        """The decoded token of a token id."""
+        index = _check_integer(class_index, "class_index", low=0, high=self.num_classes - 1)
+        return self.tokenizer.decode([index])
+
+    def class_index(self, name: str) -> int:
+        """The id of a target given as text, which must be exactly one known token; a string of
+        digits that is not a token is taken as an id.
+
+        Raises:
+            ExplainError: when `name` is not exactly one token of the vocabulary.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"Expected `target` to be a token (str), but got {type(name).__name__}.")
+        ids = self.tokenizer.encode(name, add_special_tokens=False)
+        unknown = len(ids) == 1 and ids[0] == self.tokenizer.unk_token_id and name != self.tokenizer.unk_token
+        if len(ids) == 1 and not unknown:
+            return int(ids[0])
+        if name.strip().isdigit() and int(name) < self.num_classes:
+            return int(name)
+        if unknown:
+            raise ExplainError(f"Expected `target` to be a single token of the vocabulary, but {name!r} is unknown.")
+        raise ExplainError(f"Expected `target` to be a single token, but {name!r} is {len(ids)} tokens.")
+
     def target_id(self, token: str) -> int:
-        """The id of a target given as text; it must be exactly one token."""
-        ids = self.tokenizer.encode(token, add_special_tokens=False)
-        if len(ids) != 1:
-            raise ValueError(f"Expected `target` to be a single token, but {token!r} is {len(ids)} tokens.")
-        return int(ids[0])
+        """The id of a target given as text; it must be exactly one token (same as :meth:`class_index`)."""
+        return self.class_index(token)
 
     def _vocab_size(self) -> int:
         """Size of the output vocabulary (the logits' last dimension)."""
@@ -215,7 +229,75 @@ class MambaAdapter:
             return head(hidden)
         return hidden @ self.model.get_input_embeddings().weight.T
 
-    def _run_group(self, input_ids: Tensor, target: Tensor | None, saliency: str, channels: str) -> dict[str, Tensor]:
+    # --- tokenizing ---------------------------------------------------------------------------
+    def _encode(self, texts: str | Sequence[str]) -> list[list[int]]:
+        """Token ids per text (no padding, no truncation).
+
+        Raises:
+            ExplainError: on no texts or a text without tokens.
+        """
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise ExplainError("Expected `texts` to hold at least one text, but got none.")
+        encoded = [self.tokenizer.encode(text) for text in texts]
+        for text, ids in zip(texts, encoded):
+            if not ids:
+                raise ExplainError(f"Expected every text to give at least one token, but got none for {text!r}.")
+        return encoded
+
+    def _left_padded(self, encoded: list[list[int]]) -> tuple[Tensor, Tensor]:
+        """`(B, n)` ids and valid-token mask on the CPU, padding first (the trace's layout)."""
+        batch, n = len(encoded), max(len(ids) for ids in encoded)
+        mask = torch.zeros(batch, n, dtype=torch.bool)
+        input_ids = torch.full((batch, n), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        for b, ids in enumerate(encoded):
+            mask[b, n - len(ids):] = True
+            input_ids[b, n - len(ids):] = torch.tensor(ids, dtype=torch.long)
+        return input_ids, mask
+
+    def count_tokens(self, texts: str | Sequence[str]) -> list[int]:
+        """Tokens per text (Mamba never truncates)."""
+        return [len(ids) for ids in self._encode(texts)]
+
+    # --- running the model --------------------------------------------------------------------
+    def _last_logits(self, rows: list[list[int]]) -> Tensor:
+        """`(B, V)` logits at the last token of every row, run in groups of equal length (no grads)."""
+        out: dict[int, Tensor] = {}
+        backbone = getattr(self.model, "backbone", self.model)
+        with eval_mode(self.model), torch.no_grad():
+            for members in _length_groups(rows):
+                input_ids = torch.tensor([rows[i] for i in members], device=self.device)
+                logits = self._logits(backbone(input_ids=input_ids, use_cache=False).last_hidden_state[:, -1])
+                out.update(zip(members, logits))
+        return torch.stack([out[b] for b in range(len(rows))])
+
+    def predict(self, texts: str | Sequence[str]) -> Tensor:
+        """The model's next-token logits `(B, V)` at every text's last token (eval mode, no gradients)."""
+        return self._last_logits(self._encode(texts))
+
+    def perturb(self, texts: str | Sequence[str], keep_mask: Tensor, *, mode: str = "remove") -> Tensor:
+        """Logits `(B, V)` at the last token with the tokens where `keep_mask` is False removed or masked.
+
+        Args:
+            texts: B texts.
+            keep_mask: `(B, n)` bool in the left-padded positions of ``trace(texts).mask``
+                (padding ignored).
+            mode: ``"remove"`` (the model re-run on the kept tokens) or ``"mask"`` (the tokenizer's
+                mask token, else its unknown token).
+
+        Returns:
+            `(B, V)` logits.
+
+        Raises:
+            ExplainError: as :meth:`attnlens.models.base.Adapter.perturb` says (a `ValueError`).
+            TypeError: on a `keep_mask` that is not a bool tensor.
+        """
+        input_ids, mask = self._left_padded(self._encode(texts))
+        input_ids, keep = perturbed_ids(input_ids, mask, keep_mask, mode=mode, tokenizer=self.tokenizer)
+        return self._last_logits(gather_rows(input_ids, keep))
+
+    def _run_group(self, input_ids: Tensor, target: Tensor | None, saliency: str | None,
+                   channels: str) -> dict[str, Tensor]:
         """One forward + backward on texts of equal length (no padding)."""
         embeds = self.model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
         with _capture_scans(self.model) as records:
@@ -240,7 +322,7 @@ class MambaAdapter:
             "logits": logits.detach(),
             "target": chosen,
         }
-        if saliency != "none":
+        if saliency is not None:
             valid = torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
             out["saliency"] = reduce_saliency(grads[0], embeds.detach(), valid, how=saliency).detach()
         return out
@@ -255,64 +337,69 @@ class MambaAdapter:
         self,
         texts: str | Sequence[str],
         *,
-        target: int | Sequence[int] | Tensor | None = None,
-        saliency: str = "sum_abs",
+        target: str | int | Sequence[int] | Tensor | None = "pred",
+        labels: Sequence[int] | Tensor | None = None,
+        saliency: str | None = "sum_abs",
+        saliency_at: str = "layer_input",
         channels: str = "mean",
     ) -> Trace:
         """Run the model on `texts` and record hidden attention, logits, target and saliency.
 
         Args:
             texts: one text or a list of texts.
-            target: token id(s) to explain at the last position (an int for every text, a list or
-                tuple of ints, or an integer tensor, each in [0, vocabulary size)); None explains the
-                argmax. Convert a target given as text with :meth:`target_id`.
+            target: ``"pred"`` or None (the argmax at the last position), ``"gold"`` (needs
+                `labels`), token id(s) to explain at the last position (an int for every text, a
+                list or tuple of ints, or an integer tensor, each in [0, vocabulary size)), or a
+                single-token string (see :meth:`class_index`).
+            labels: B gold next-token ids, optional.
             saliency: ``"sum_abs"`` (|Σ_d g|), ``"l2"`` (‖g‖₂), ``"grad_x_input"`` (|Σ_d g·e|) of the
                 gradient g of the target logit w.r.t. the input embeddings e, as for text
-                classifiers (:func:`attnlens.models.hf_text.reduce_saliency`), or ``"none"``.
+                classifiers (:func:`attnlens.models.hf_text.reduce_saliency`), or None (or
+                ``"none"``) for no saliency; the backward pass still runs for the hidden-attention
+                gradient.
+            saliency_at: ``"layer_input"`` or ``"word_embeddings"``, the same for Mamba: the
+                embedding output enters the first layer.
             channels: ``"mean"`` (Ali et al.) or ``"abs_mean"`` channel reduction of α.
 
         Returns:
             A `Trace` with `attentions (B, L, 1, n, n)` = norm_rows(|hidden attention|), left-padded
-            `mask (B, n)`, `logits (B, V)` at the last position, `target (B,)`, `saliency (B, n)`,
-            `input_ids (B, n)` and extras ``hidden_attention``, ``hidden_attention_grad``.
+            `mask (B, n)`, `logits (B, V)` at the last position, `target (B,)`, `readout (B,)` = n - 1,
+            `saliency (B, n)`, `input_ids (B, n)` and extras ``hidden_attention``,
+            ``hidden_attention_grad``.
 
         Raises:
-            ValueError: on an empty text, an unknown option, a badly shaped target or a token id
-                outside the vocabulary.
-            TypeError: on a target that is not integer token ids (a float, a bool, a string).
+            ValueError: on an empty text, an unknown option, a badly shaped target, a token id
+                outside the vocabulary or a string target that is not one token.
+            TypeError: on a target that is not integer token ids or a string (a float, a bool).
         """
-        _check_choice(saliency, "saliency", _SALIENCIES)
+        saliency = None if saliency == "none" else saliency
+        if saliency is not None:
+            _check_choice(saliency, "saliency", _SALIENCIES)
+        _check_choice(saliency_at, "saliency_at", SALIENCY_POSITIONS)
         _check_choice(channels, "channels", _CHANNEL_MODES)
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        if not texts:
-            raise ValueError("Expected `texts` to hold at least one text, but got none.")
-        encoded = [self.tokenizer.encode(text) for text in texts]
-        for text, ids in zip(texts, encoded):
-            if not ids:
-                raise ValueError(f"Expected every text to give at least one token, but got none for {text!r}.")
-        targets = _to_target(target, len(texts), self._vocab_size())
-        batch, n = len(texts), max(len(ids) for ids in encoded)
+        encoded = self._encode(texts)
+        batch = len(encoded)
+        gold = label_indices(labels, batch, unit="token")
+        targets = target_indices(target, batch=batch, classes=self._vocab_size(), labels=gold,
+                                 lookup=self.class_index, unit="token")
 
         results: dict[int, dict[str, Tensor]] = {}
         with eval_mode(self.model), frozen_parameters(self.model):
-            for length in sorted({len(ids) for ids in encoded}):
-                members = [i for i, ids in enumerate(encoded) if len(ids) == length]
+            for members in _length_groups(encoded):
                 input_ids = torch.tensor([encoded[i] for i in members], device=self.device)
                 group_target = None if targets is None else targets[members]
                 group = self._run_group(input_ids, group_target, saliency, channels)
                 for row, index in enumerate(members):
                     results[index] = {key: value[row] for key, value in group.items()}
 
-        mask = torch.zeros(batch, n, dtype=torch.bool, device=self.device)
-        input_ids = torch.full((batch, n), self.tokenizer.pad_token_id or 0, dtype=torch.long, device=self.device)
+        input_ids, mask = (tensor.to(self.device) for tensor in self._left_padded(encoded))
+        n = mask.shape[1]
         layers = results[0]["hidden_attention"].shape[0]
         raw = torch.zeros(batch, layers, n, n, device=self.device)
         grad = torch.zeros_like(raw)
-        sal = torch.zeros(batch, n, device=self.device) if saliency != "none" else None
+        sal = torch.zeros(batch, n, device=self.device) if saliency is not None else None
         for b, ids in enumerate(encoded):
             start = n - len(ids)
-            mask[b, start:] = True
-            input_ids[b, start:] = torch.tensor(ids, device=self.device)
             raw[b, :, start:, start:] = results[b]["hidden_attention"]
             grad[b, :, start:, start:] = results[b]["hidden_attention_grad"]
             if sal is not None:
@@ -326,5 +413,7 @@ class MambaAdapter:
             target=torch.stack([results[b]["target"] for b in range(batch)]),
             saliency=sal,
             input_ids=input_ids,
+            labels=None if gold is None else gold.to(self.device),
             extras={"hidden_attention": raw, "hidden_attention_grad": grad},
+            readout=torch.full((batch,), n - 1, dtype=torch.long, device=self.device),
         )

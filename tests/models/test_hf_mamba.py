@@ -165,7 +165,9 @@ OUT_OF_RANGE = r"Expected `target` to hold token ids in \[0, 16\), but got "
         (torch.tensor([-2]), ValueError, OUT_OF_RANGE + "-2"),
         (2.7, TypeError, BAD_TYPE + "float 2.7"),
         (True, TypeError, BAD_TYPE + "bool True"),
-        ("good", TypeError, BAD_TYPE + "str 'good'; convert a token with `target_id`"),
+        ("good", ValueError, "Expected `target` to be a single token of the vocabulary, but 'good' is unknown"),
+        ("not bad", ValueError, "Expected `target` to be a single token, but 'not bad' is 2 tokens"),
+        (None.__class__, TypeError, BAD_TYPE + "type <class 'NoneType'>"),
         ([1, 2.5], TypeError, BAD_TYPE + r"\[1, 2.5\] \(holding a float\)"),
         ([1, False], TypeError, BAD_TYPE + r"\[1, False\] \(holding a bool\)"),
         (torch.tensor([2.0]), TypeError, BAD_TYPE + "a tensor of dtype torch.float32"),
@@ -186,6 +188,8 @@ def test_target_forms_accepted(adapter):
         expected = torch.as_tensor(target).reshape(-1).long().expand(2)
         assert got.tolist() == expected.tolist()
     assert adapter.trace(["the movie"], target=adapter.target_id("great")).target.tolist() == [WORDS.index("great") + 2]
+    assert adapter.trace(["the movie"], target="great").target.tolist() == [WORDS.index("great") + 2]
+    assert adapter.trace(["the movie"], target="pred").target.tolist() == adapter.trace(["the movie"]).target.tolist()
 
 
 def test_trace_uses_the_shared_flag_context_managers(adapter, monkeypatch):

@@ -202,3 +202,83 @@ def test_unreachable_hub_fails_fast(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="HF_HUB_OFFLINE is set"):
         TextClassifierAdapter.from_pretrained("org/model")
+
+
+def test_model_without_attention_weights_gets_one_line():
+    from attnlens.models import create_tiny_adapter
+
+    adapter = create_tiny_adapter("test_bert")
+    adapter.model.set_attn_implementation("sdpa")
+    with pytest.raises(ExplainError, match=r"^Expected the model to return attention weights, but it returned none "
+                                           r"\(it needs attn_implementation='eager'\)\.$"):
+        adapter.trace(["good"])
+
+
+def test_class_names(adapter):
+    assert adapter.label(1) == "positive" and adapter.class_index("positive") == 1
+    assert adapter.class_index("Negative") == 0 and adapter.class_index("1") == 1
+    assert adapter.trace(["good", "bad"], target="positive", saliency=None).target.tolist() == [1, 1]
+    with pytest.raises(ExplainError, match="Expected `target` to be 'pred', 'gold', a class index or one of the class "
+                                           "names 'negative', 'positive', but got 'neutral'"):
+        adapter.trace(["good"], target="neutral")
+    with pytest.raises(TypeError, match=r"Expected `name` to be a class name \(str\), but got int"):
+        adapter.class_index(1)
+
+
+def test_trace_is_numerically_the_inputs_embeds_trace(adapter):
+    """Passing input_ids with an embedding hook gives what tracing through `inputs_embeds` gave."""
+    texts = ["the movie is good", "bad"]
+    trace = adapter.trace(texts, saliency="l2")
+    encoded = adapter.tokenize(texts)
+    model = adapter.model
+    embeddings = model.get_input_embeddings()(encoded.pop("input_ids")).detach()
+    outputs = model(inputs_embeds=embeddings, output_hidden_states=True, **encoded)
+    logit = outputs.logits.gather(1, trace.target[:, None]).sum()
+    (grad,) = torch.autograd.grad(logit, outputs.hidden_states[0])
+    torch.testing.assert_close(trace.logits, outputs.logits.detach(), atol=0, rtol=0)
+    torch.testing.assert_close(trace.saliency, reduce_saliency(grad, grad, trace.mask, how="l2"), atol=0, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    """The tiny GPT-2 classifier saved with a tokenizer that has no padding token (as GPT-2's)."""
+    from attnlens.models import create_tiny_adapter
+
+    adapter = create_tiny_adapter("test_gpt2")
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    adapter.model.config.pad_token_id = None
+    adapter.model.config.architectures = ["GPT2ForSequenceClassification"]
+    adapter.model.save_pretrained(folder)
+    tokenizer = adapter.tokenizer
+    tokenizer.eos_token = "."
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_causal_classifiers_route_to_their_own_family(gpt2_dir):
+    from transformers import AutoConfig, BertConfig, GPT2Config, LlamaConfig
+
+    from attnlens.models import CausalTextClassifierAdapter, load_adapter
+
+    for config in (GPT2Config(), LlamaConfig(), AutoConfig.from_pretrained(gpt2_dir)):
+        assert adapter_for_config(config) is CausalTextClassifierAdapter
+        assert CausalTextClassifierAdapter.accepts(config) and not TextClassifierAdapter.accepts(config)
+    assert adapter_for_config(BertConfig()) is TextClassifierAdapter
+    assert not CausalTextClassifierAdapter.accepts(BertConfig())
+    for loaded in (load_adapter(str(gpt2_dir)), TextClassifierAdapter.from_pretrained(str(gpt2_dir))):
+        assert type(loaded) is CausalTextClassifierAdapter and loaded.family == "causal_text"
+        assert loaded.tokenizer.pad_token == "." and loaded.model.config.pad_token_id == loaded.tokenizer.pad_token_id
+        trace = loaded.trace(["bad", "the movie was very good"], saliency=None)
+        assert trace.readout.tolist() == [0, 4]
+        torch.testing.assert_close(trace.logits[0], loaded.predict(["bad"])[0], atol=1e-5, rtol=0)
+
+
+def test_causal_tokenizer_without_any_fallback_token_is_refused():
+    from attnlens.models import CausalTextClassifierAdapter, create_tiny_adapter
+
+    adapter = create_tiny_adapter("test_gpt2")
+    adapter.tokenizer.pad_token = None
+    adapter.tokenizer.unk_token = None
+    with pytest.raises(ExplainError, match="Expected the tokenizer to have a padding, end-of-text or unknown token"):
+        CausalTextClassifierAdapter(adapter.model, adapter.tokenizer)

@@ -1,0 +1,84 @@
+"""Removing or masking tokens for `Adapter.perturb`, shared by every token-based adapter."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from attnlens._checks import _check_choice, _check_tensor
+from attnlens.models._targets import ExplainError
+
+PERTURB_MODES = ("remove", "mask")
+
+
+def check_keep_mask(keep_mask: object, mask: Tensor) -> Tensor:
+    """`keep_mask` as a CPU bool tensor of `mask`'s shape, False on padding (which is never kept).
+
+    Args:
+        keep_mask: `(B, n)` bool, True on the tokens to keep; its values on padding are ignored.
+        mask: `(B, n)` bool valid-token mask of the trace.
+
+    Raises:
+        TypeError: when `keep_mask` is not a bool tensor.
+        ExplainError: when its shape is not `mask`'s.
+
+    Example:
+        >>> check_keep_mask(torch.tensor([[True, False, True]]), torch.tensor([[True, True, False]]))
+        tensor([[ True, False, False]])
+    """
+    _check_tensor(keep_mask, "keep_mask")
+    if tuple(keep_mask.shape) != tuple(mask.shape):
+        raise ExplainError(f"Expected `keep_mask` to have shape (B, n) = {tuple(mask.shape)}, but got "
+                           f"{tuple(keep_mask.shape)}.")
+    if keep_mask.dtype != torch.bool:
+        raise TypeError(f"Expected `keep_mask` to be a bool tensor, but got {keep_mask.dtype}.")
+    return keep_mask.detach().cpu() & mask.cpu()
+
+
+def replacement_token_id(tokenizer: object) -> int:
+    """The token that stands in for a masked token: the tokenizer's mask token, else its unknown token.
+
+    Raises:
+        ExplainError: when the tokenizer has neither.
+    """
+    for attribute in ("mask_token_id", "unk_token_id"):
+        token = getattr(tokenizer, attribute, None)
+        if token is not None:
+            return int(token)
+    raise ExplainError("Expected the tokenizer to have a mask or unknown token for `mode` 'mask', but it has "
+                       "neither; use mode='remove'.")
+
+
+def perturbed_ids(input_ids: Tensor, mask: Tensor, keep_mask: object, *, mode: str,
+                  tokenizer: object) -> tuple[Tensor, Tensor]:
+    """Apply a perturbation to token ids: the new ids and the positions that stay in the input.
+
+    Args:
+        input_ids: `(B, n)` long token ids (CPU).
+        mask: `(B, n)` bool valid-token mask.
+        keep_mask: `(B, n)` bool, False on the tokens to remove or mask.
+        mode: ``"remove"`` (drop them) or ``"mask"`` (replace them by the mask/unknown token).
+        tokenizer: the model's tokenizer.
+
+    Returns:
+        `(B, n)` ids and `(B, n)` bool positions to keep; gather them per row and re-pad.
+
+    Raises:
+        ExplainError: on an unknown mode, a badly shaped `keep_mask`, an example left without
+            tokens by ``"remove"``, or ``"mask"`` with a tokenizer lacking mask and unknown tokens.
+    """
+    _check_choice(mode, "mode", PERTURB_MODES)
+    mask = mask.cpu()
+    keep = check_keep_mask(keep_mask, mask)
+    if mode == "mask":
+        return torch.where(mask & ~keep, replacement_token_id(tokenizer), input_ids.cpu()), mask
+    empty = (~keep.any(dim=-1)).nonzero().flatten().tolist()
+    if empty:
+        raise ExplainError(f"Expected `keep_mask` to keep at least one token of every example with `mode` 'remove', "
+                           f"but example {empty[0]} keeps none.")
+    return input_ids.cpu(), keep
+
+
+def gather_rows(values: Tensor, keep: Tensor) -> list[list[int]]:
+    """Per row, the values at the kept positions, as Python lists (for re-padding)."""
+    return [row[kept].tolist() for row, kept in zip(values.cpu(), keep)]
