@@ -6,6 +6,11 @@ either padding side (the tokenizer's `padding_side` decides). The model gets `in
 `attention_mask`, so transformers pools at the last non-padding token, and position ids counted
 over valid tokens, so a left-padded example gets the positions it gets alone. Everything else
 (attention, saliency, predict, perturb) is the encoder adapter's, by inheritance.
+
+Saliency. GPT-2 is pre-LayerNorm with a final LayerNorm, so every path from a layer input to
+the logits passes a LayerNorm and the gradient sums to zero over d: ``saliency="sum_abs"`` is
+rounding noise there (as at BERT's word embeddings); use ``"l2"`` or ``"grad_x_input"``.
+RMSNorm models (Llama) are unaffected.
 """
 
 from __future__ import annotations

@@ -261,3 +261,26 @@ def test_task_and_what_traces_provide(name):
     assert adapter.task in ("classification", "language_modeling") and "attention" in adapter.provides
     assert ("attention_gradients" in adapter.provides) == ("hidden_attention_grad" in trace.extras)
     assert (adapter.task == "language_modeling") == (adapter.family == "mamba")
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_saliency_is_the_gradient_at_the_first_layer_input(name):
+    adapter = _adapter(name)
+    text = TEXTS[0]
+    trace = adapter.trace([text], target=1, saliency="l2")
+    seen = []
+
+    def capture(module, args, kwargs):
+        seen.append(args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor)))
+
+    handle = adapter.layers()[0].register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        ids = trace.input_ids.clone()
+        logits = adapter.model(ids).logits[:, -1] if adapter.family == "mamba" else adapter.model(input_ids=ids).logits
+        (grad,) = torch.autograd.grad(logits[0, 1], seen[0])
+    finally:
+        handle.remove()
+    torch.testing.assert_close(trace.saliency[0], grad[0].norm(dim=-1), atol=1e-6, rtol=1e-4)
+    if adapter.family == "mamba":  # the embedding output is the first layer's input
+        words = adapter.trace([text], target=1, saliency="l2", saliency_at="word_embeddings").saliency
+        torch.testing.assert_close(words, trace.saliency, atol=0, rtol=0)

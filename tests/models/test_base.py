@@ -71,3 +71,15 @@ def test_labels():
     with pytest.raises(TypeError, match="Expected `labels` to be class indices"):
         label_indices(["x"], 1)
     assert as_indices(torch.tensor([[1], [2]]), "target").tolist() == [1, 2]
+
+
+def test_public_names_are_sorted_unique_and_importable():
+    import attnlens.models as models
+
+    names = models.__all__
+    assert len(names) == len(set(names)) and "Adapter" in names
+    constants = [n for n in names if n.isupper()]
+    classes = [n for n in names if n[0].isupper() and not n.isupper()]
+    functions = [n for n in names if n[0].islower()]
+    assert names == sorted(constants) + sorted(classes) + sorted(functions)  # isort-style, as ruff's RUF022
+    assert all(hasattr(models, n) for n in names)

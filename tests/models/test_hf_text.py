@@ -225,18 +225,20 @@ def test_class_names(adapter):
         adapter.class_index(1)
 
 
-def test_trace_is_numerically_the_inputs_embeds_trace(adapter):
+@pytest.mark.parametrize("saliency_at", ["layer_input", "word_embeddings"])
+def test_trace_is_numerically_the_inputs_embeds_trace(adapter, saliency_at):
     """Passing input_ids with an embedding hook gives what tracing through `inputs_embeds` gave."""
     texts = ["the movie is good", "bad"]
-    trace = adapter.trace(texts, saliency="l2")
+    trace = adapter.trace(texts, saliency="grad_x_input", saliency_at=saliency_at)
     encoded = adapter.tokenize(texts)
     model = adapter.model
-    embeddings = model.get_input_embeddings()(encoded.pop("input_ids")).detach()
+    embeddings = model.get_input_embeddings()(encoded.pop("input_ids")).detach().requires_grad_(True)
     outputs = model(inputs_embeds=embeddings, output_hidden_states=True, **encoded)
-    logit = outputs.logits.gather(1, trace.target[:, None]).sum()
-    (grad,) = torch.autograd.grad(logit, outputs.hidden_states[0])
+    at = embeddings if saliency_at == "word_embeddings" else outputs.hidden_states[0]
+    (grad,) = torch.autograd.grad(outputs.logits.gather(1, trace.target[:, None]).sum(), at)
+    expected = reduce_saliency(grad, at.detach(), trace.mask, how="grad_x_input")
     torch.testing.assert_close(trace.logits, outputs.logits.detach(), atol=0, rtol=0)
-    torch.testing.assert_close(trace.saliency, reduce_saliency(grad, grad, trace.mask, how="l2"), atol=0, rtol=0)
+    torch.testing.assert_close(trace.saliency, expected, atol=0, rtol=0)
 
 
 @pytest.fixture(scope="module")
