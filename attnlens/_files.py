@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from attnlens._checks import _is_writable_folder, _nearest_existing
+from attnlens._checks import ArgumentError, _is_writable_folder, _nearest_existing
 
 
 def _check_output_file(path: object, name: str, *, suffixes: Sequence[str] | None = None) -> Path:
@@ -27,20 +27,22 @@ def _check_output_file(path: object, name: str, *, suffixes: Sequence[str] | Non
             `suffixes` (compared in lower case), or lies under a file or a read-only folder.
     """
     if path is None or str(path).strip() == "":
-        raise ValueError(f"Expected `{name}` to be a file path, but got an empty string.")
+        raise ArgumentError(f"Expected `{name}` to be a file path, but got an empty string.", name)
     target = Path(path).expanduser()
     if target.is_dir():
-        raise ValueError(f"Expected `{name}` to be a file path, but {str(target)!r} is an existing folder.")
+        raise ArgumentError(f"Expected `{name}` to be a file path, but {str(target)!r} is an existing folder.", name)
     if suffixes is not None and target.suffix.lower() not in suffixes:
         allowed = " or ".join(suffixes)
-        raise ValueError(f"Expected `{name}` to end in {allowed}, but got {str(path)!r}.")
+        raise ArgumentError(f"Expected `{name}` to end in {allowed}, but got {str(path)!r}.", name)
     if target.exists() and not target.is_file():
-        raise ValueError(f"Expected `{name}` to be a regular file path, but {str(target)!r} is not a regular file.")
+        raise ArgumentError(f"Expected `{name}` to be a regular file path, but {str(target)!r} is not a regular "
+                            f"file.", name)
     ancestor = _nearest_existing(target.parent)
     if not ancestor.is_dir():
-        raise ValueError(f"Expected `{name}` to be in a folder, but {str(ancestor)!r} is a file.")
+        raise ArgumentError(f"Expected `{name}` to be in a folder, but {str(ancestor)!r} is a file.", name)
     if not _is_writable_folder(ancestor):
-        raise ValueError(f"Expected `{name}` to be in a writable folder, but {str(ancestor)!r} is not writable.")
+        raise ArgumentError(f"Expected `{name}` to be in a writable folder, but {str(ancestor)!r} is not "
+                            f"writable.", name)
     return target
 
 
@@ -115,9 +117,9 @@ def _write_folder_atomically(out_dir: str | os.PathLike, fill: Callable[[Path], 
     """
     target = Path(out_dir).expanduser()
     if target.exists() and not target.is_dir():
-        raise ValueError(f"Expected `{name}` to be a folder, but {target} is a file.")
+        raise ArgumentError(f"Expected `{name}` to be a folder, but {target} is a file.", name)
     if not replace and target.is_dir() and any(target.iterdir()):
-        raise ValueError(f"Expected `{name}` to be a new or empty folder, but {target} already holds files.")
+        raise ArgumentError(f"Expected `{name}` to be a new or empty folder, but {target} already holds files.", name)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     previous = None

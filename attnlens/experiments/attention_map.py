@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from attnlens._checks import _check_attention, _check_choice, _check_floating, _check_ndim
+from attnlens._checks import ArgumentError, _check_attention, _check_choice, _check_floating, _check_ndim
 from attnlens._files import _check_output_file
 from attnlens.methods._common import _normalize_rows, fuse_heads
 from attnlens.methods.network_diffusion import network_diffusion
@@ -97,7 +97,7 @@ def compute_attention_map(
     _check_choice(reduce, "reduce", _REDUCTIONS)
     n = attentions.shape[-1]
     if len(tokens) != n:
-        raise ValueError(f"Expected `tokens` to have one string per token ({n}), but got {len(tokens)}.")
+        raise ArgumentError(f"Expected `tokens` to have one string per token ({n}), but got {len(tokens)}.", "tokens")
     attn = attentions.detach().to("cpu", torch.float64)[None]
     if attn.ndim == 5:
         # max/min fusion leaves rows that do not sum to 1; renormalize (a no-op for the mean).
@@ -204,6 +204,6 @@ def _output_format(out: object, html: bool | None, name: str) -> bool:
     by_suffix = _FORMATS[path.suffix.lower()]
     if html is not None and bool(html) != by_suffix:
         wanted = ".html" if html else ".png"
-        raise ValueError(f"Expected `{name}` to end in {wanted} ({'an HTML page' if html else 'a PNG'} was asked for), "
-                         f"but got {str(out)!r}.")
+        raise ArgumentError(f"Expected `{name}` to end in {wanted} ({'an HTML page' if html else 'a PNG'} was asked "
+                            f"for), but got {str(out)!r}.", name)
     return by_suffix

