@@ -10,6 +10,7 @@ the file's extension, with both matrices side by side and the rollout relevance 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from attnlens._checks import ArgumentError, _check_attention, _check_choice, _check_floating, _check_ndim
 from attnlens._files import _check_output_file
+from attnlens._options import option
 from attnlens.methods._common import _normalize_rows, fuse_heads
 from attnlens.methods.network_diffusion import network_diffusion
 from attnlens.methods.relevance import relevance
@@ -185,9 +187,9 @@ def attention_map_data(
 ) -> AttentionMap:
     """What :func:`attention_map` draws, without drawing it (same arguments, no `out`/`html`)."""
     if isinstance(model, (str, os.PathLike)):
-        from attnlens.models.hf_text import load_text_classifier  # noqa: PLC0415
+        from attnlens.models import load_adapter  # noqa: PLC0415
 
-        model = load_text_classifier(str(model), device=device)
+        model = load_adapter(str(model), device=device)
     trace = model.trace([text], saliency=None)
     valid = trace.mask[0].nonzero().squeeze(-1)
     attentions = trace.attentions[0][..., valid[:, None], valid[None, :]]
@@ -207,3 +209,31 @@ def _output_format(out: object, html: bool | None, name: str) -> bool:
         raise ArgumentError(f"Expected `{name}` to end in {wanted} ({'an HTML page' if html else 'a PNG'} was asked "
                             f"for), but got {str(out)!r}.", name)
     return by_suffix
+
+
+@dataclass(frozen=True)
+class AttentionMapConfig:
+    """Options of ``attnlens attention-map``; each field is a command-line option (see :func:`attention_map`)."""
+
+    model: str = field(metadata=option("hub id or local folder of a text classifier (or a Mamba LM)",
+                                       metavar="ID|DIR"))
+    text: str = field(metadata=option("the sentence to draw"))
+    out: str = field(metadata=option("output file: .png for a PNG, .html for an interactive page (checked before the "
+                                     "model loads; written atomically; missing folders are created)", metavar="PATH"))
+    alpha: float = field(default=0.9, metadata=option("diffusion strength in [0, 1)"))
+    html: bool = field(default=False, metadata=option(
+        "optional: insist on an HTML page (--out must end in .html; the extension alone already decides)"))
+    reduce: str = field(default="cls", metadata=option("relevance row reduction", choices=("cls", "max", "mean")))
+    top_k: int | None = field(default=None, metadata=option("keep the k largest entries per row before diffusion",
+                                                            metavar="K"))
+    head_fusion: str = field(default="mean", metadata=option("how heads are fused", choices=("mean", "max", "min")))
+    residual: bool = field(default=True, metadata=option("rollout with the residual identity (--no-residual: "
+                                                         "without)"))
+    device: str = field(default="cpu", metadata=option("where the model runs", choices=("cpu", "cuda")))
+
+
+def attention_map_from_config(config: AttentionMapConfig) -> Path:
+    """:func:`attention_map` with the options of an :class:`AttentionMapConfig` (what the CLI calls)."""
+    return attention_map(config.model, config.text, alpha=config.alpha, out=config.out,
+                         html=True if config.html else None, reduce=config.reduce, top_k=config.top_k,
+                         head_fusion=config.head_fusion, residual=config.residual, device=config.device)

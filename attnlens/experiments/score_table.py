@@ -74,9 +74,10 @@ class ScoreTable:
     def sorted(self) -> ScoreTable:
         """The same table with examples in source order (by `index`, then id)."""
         order = sorted(range(len(self.ids)), key=lambda i: (int(self.index[i]), self.ids[i]))
-        return self._take(np.asarray(order, dtype=np.int64))
+        return self.select(np.asarray(order, dtype=np.int64))
 
-    def _take(self, order: np.ndarray) -> ScoreTable:
+    def select(self, order: np.ndarray) -> ScoreTable:
+        """The examples at positions `order` (in that order)."""
         return ScoreTable(
             methods=list(self.methods), families=dict(self.families), num_layers=self.num_layers,
             ids=[self.ids[i] for i in order], index=self.index[order], texts=[self.texts[i] for i in order],

@@ -212,6 +212,7 @@ def run_study(config: StudyOptions, *, adapter=None, examples=None, progress: Pr
         raise ArgumentError(f"Expected `model` to be a sequence classifier, but {model_name!r} is a "
                             f"{adapter.family!r} model ({getattr(adapter, 'task', '')}).", "model")
     model_name = str(model_name or getattr(getattr(adapter.model, "config", None), "_name_or_path", "model"))
+    examples = align_labels(examples, adapter)
     meta = {"model": model_name, "data": getattr(examples, "source", None), **_settings(config)}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -222,6 +223,44 @@ def run_study(config: StudyOptions, *, adapter=None, examples=None, progress: Pr
                         model=model_name, settings=_settings(config), config=_rerun_config(config, model_name))
     summary.timings["summaries"] = time.perf_counter() - start
     return StudyResult(table=table, summary=summary)
+
+
+def align_labels(examples, adapter):
+    """Examples whose labels are the model's class indices.
+
+    Labels given as names (``examples.class_names``) are mapped through the model's own class
+    names (``id2label``); a model with only generic names (``LABEL_0``, ...) takes the sorted
+    names in order. Integer labels must be below the model's class count.
+
+    Raises:
+        ArgumentError: naming `data` when a label is not one of the model's classes.
+    """
+    import dataclasses  # noqa: PLC0415
+
+    classes = int(adapter.num_classes)
+    model_names = [adapter.label(i) for i in range(classes)]
+    names = getattr(examples, "class_names", None)
+    if names is None:
+        labels = [e.label for e in examples if e.label is not None]
+        if labels and max(labels) >= classes:
+            raise ArgumentError(f"Expected the labels of `data` to be class indices in [0, {classes - 1}] of the "
+                                f"model, but got {max(labels)}.", "data")
+        return examples
+    if all(re.fullmatch(r"LABEL_\d+", name) for name in model_names):
+        if len(names) > classes:
+            raise ArgumentError(f"Expected `data` to have at most the model's {classes} classes, but it has "
+                                f"{len(names)}: {', '.join(names)}.", "data")
+        warnings.warn(f"The model names no classes; taking the labels of the data in sorted order as classes 0..: "
+                      f"{', '.join(names)}.", stacklevel=3)
+        return examples
+    lookup = {name.lower(): index for index, name in enumerate(model_names)}
+    missing = [name for name in names if name.lower() not in lookup]
+    if missing:
+        raise ArgumentError(f"Expected the labels of `data` to be class names of the model ({', '.join(model_names)}), "
+                            f"but got {', '.join(repr(m) for m in missing)}.", "data")
+    mapping = [lookup[name.lower()] for name in names]
+    relabelled = tuple(dataclasses.replace(e, label=None if e.label is None else mapping[e.label]) for e in examples)
+    return dataclasses.replace(examples, examples=relabelled, class_names=tuple(model_names))
 
 
 def _report_warnings(caught: list, adapter, total: int) -> None:

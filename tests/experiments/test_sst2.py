@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from attnlens.cli import main
-from attnlens.experiments.sst2 import SST2StudyConfig, _length_batches, run_sst2_study
+from attnlens.experiments.scoring import length_batches as _length_batches
+from attnlens.experiments.sst2 import SST2StudyConfig, run_sst2_study
 from attnlens.models import TextClassifierAdapter
 from tests.conftest import SHARED_DATA, SHARED_MODEL, needs_shared_data, needs_shared_model
 
@@ -141,24 +142,6 @@ def test_diffusion_methods_and_clarity(tiny_bert_dir, tiny_sst2_dir, tmp_path):
     assert "Clarity of the relevance maps" in (out / "table.md").read_text()
 
 
-def test_shared_diffusion_cache_equals_direct_call(generator):
-    import torch
-
-    from attnlens.experiments.study_methods import build_study_methods
-    from attnlens.methods import network_diffusion, rollout
-    from tests.conftest import random_attention
-
-    attn = random_attention(generator, 2, 3, 2, 5, 5)
-    mask = torch.ones(2, 5, dtype=torch.bool)
-    cache: dict = {}
-    built = {m.name: m for m in build_study_methods(["diffusion", "diffused_rollout"], alphas=["0.8"])}
-    diffused, _ = built["diffusion@0.8"].compute(attn, mask, cache)
-    rolled, _ = built["diffused_rollout@0.8"].compute(attn, mask, cache)
-    torch.testing.assert_close(diffused, network_diffusion(attn.mean(2), alpha=0.8))
-    torch.testing.assert_close(rolled, rollout(network_diffusion(attn.mean(2), alpha=0.8)))
-    assert sum(key[0] == "diffusion" for key in cache) == 1
-
-
 def test_flow_in_the_study(tiny_bert_dir, tiny_sst2_dir, tmp_path):
     out = tmp_path / "run"
     assert main(["--quiet", "sst2", "--model", str(tiny_bert_dir), "--data", str(tiny_sst2_dir), "--limit", "6",
@@ -168,27 +151,7 @@ def test_flow_in_the_study(tiny_bert_dir, tiny_sst2_dir, tmp_path):
     assert "| flow |" in (out / "table.md").read_text()
 
 
-def test_study_methods_equal_the_public_functions(generator):
-    import torch
-
-    from attnlens.experiments.study_methods import build_study_methods
-    from attnlens.methods import network_diffusion, raw_attention, rollout, selective_rollout
-    from tests.conftest import padded_attention, random_attention
-
-    attn, mask = padded_attention(random_attention(generator, 3, 4, 2, 6, 6), [6, 4, 2], generator)
-    built = build_study_methods(["raw", "rollout", "selective", "diffused_selective"], thresholds=["0.05", "0.3"],
-                                alphas=["0.7"])
-    cache: dict = {}
-    got = {m.name: m.compute(attn, mask, cache) for m in built}
-    torch.testing.assert_close(got["raw"][0], raw_attention(attn, mask=mask))
-    torch.testing.assert_close(got["rollout"][0], rollout(attn, mask=mask))
-    diffused = network_diffusion(attn.mean(2), alpha=0.7, mask=mask)
-    for text in ("0.05", "0.3"):
-        expected = selective_rollout(attn, threshold=float(text), mask=mask)
-        torch.testing.assert_close(got[f"selective@{text}"][0], expected.joint)
-        assert torch.equal(got[f"selective@{text}"][1], expected.used)
-        expected = selective_rollout(diffused, threshold=float(text), mask=mask)
-        torch.testing.assert_close(got[f"diffused_selective@0.7:{text}"][0], expected.joint)
+# the registry's equality with the public functions lives in tests/methods/test_registry.py
 
 
 def test_flow_reports_progress_within_a_batch(tiny_bert_dir, tiny_sst2_dir):
