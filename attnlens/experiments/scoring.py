@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,10 @@ from attnlens.methods.registry import MethodCache, MethodVariant
 from attnlens.methods.relevance import _relevance_compute
 from attnlens.metrics.clarity import _gini_compute, _normalized_entropy_compute
 from attnlens.metrics.spearman import _spearman_compute
+
+if TYPE_CHECKING:
+    from attnlens.datasets import Examples
+    from attnlens.models import Adapter
 
 ProgressFn = Callable[[float, int], None]
 REDUCTIONS = ("max", "cls", "mean")
@@ -83,8 +88,8 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 def score(
-    adapter,
-    examples,
+    adapter: Adapter,
+    examples: Examples,
     methods: Sequence[MethodVariant],
     *,
     options: ScoreOptions = ScoreOptions(),

@@ -17,6 +17,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,10 @@ from attnlens.experiments.study_summary import StudySummary, summarize
 from attnlens.methods._common import _HEAD_FUSIONS
 from attnlens.methods.registry import MethodVariant, expand_methods, list_methods
 from attnlens.methods.selective_rollout import DISTANCES
+
+if TYPE_CHECKING:
+    from attnlens.datasets import Examples
+    from attnlens.models import Adapter
 
 _SALIENCIES = ("sum_abs", "l2", "grad_x_input")
 
@@ -180,7 +185,8 @@ def _rerun_config(config: StudyOptions, model: str) -> dict:
     return document
 
 
-def run_study(config: StudyOptions, *, adapter=None, examples=None, progress: ProgressFn | None = None) -> StudyResult:
+def run_study(config: StudyOptions, *, adapter: Adapter | None = None, examples: Examples | None = None,
+              progress: ProgressFn | None = None) -> StudyResult:
     """Run the correlation study (without writing files).
 
     Args:
@@ -225,7 +231,7 @@ def run_study(config: StudyOptions, *, adapter=None, examples=None, progress: Pr
     return StudyResult(table=table, summary=summary)
 
 
-def align_labels(examples, adapter):
+def align_labels(examples: Examples, adapter: Adapter) -> Examples:
     """Examples whose labels are the model's class indices.
 
     Labels given as names (``examples.class_names``) are mapped through the model's own class

@@ -129,7 +129,10 @@ def summarize(table: ScoreTable, *, seed: int = 0, device: str | torch.device = 
         table: the scores (sorted into source order here).
         seed: seed of the bootstrap resampling.
         device: where the bootstrap runs (``cuda`` falls back to the CPU when unavailable).
-        title, model, settings, config: recorded in the summary.
+        title: what was studied (``SST-2 dev``), recorded in the summary.
+        model: the model's name, recorded in the summary.
+        settings: the options that shaped the numbers, recorded in the summary.
+        config: everything needed to rerun the study, recorded in the summary.
 
     Returns:
         A :class:`StudySummary`.

@@ -156,7 +156,7 @@ class MambaAdapter(Adapter):
     task = "language_modeling"
     provides = frozenset({"attention", "attention_gradients"})
 
-    def __init__(self, model: torch.nn.Module, tokenizer, *, device: str | torch.device = "cpu") -> None:
+    def __init__(self, model: torch.nn.Module, tokenizer: object, *, device: str | torch.device = "cpu") -> None:
         _mixers(model)
         self.model = model.to(device)
         self.tokenizer = tokenizer
