@@ -11,14 +11,14 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from attnlens.experiments.sst2 import SST2StudyConfig, run_sst2_study
-from bench_sst2_study import load_adapter  # noqa: E402 - sibling script (benchmarks/ is on sys.path when run)
+from bench_sst2_study import SHARED, load_adapter  # noqa: E402 - sibling script (benchmarks/ is on sys.path when run)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="bert-base")
-    parser.add_argument("--tokenizer", default="/work/shared/models/minilm-sst2")
-    parser.add_argument("--data", default="/work/shared/data")
+    parser.add_argument("--tokenizer", default=str(SHARED / "models" / "minilm-sst2"))
+    parser.add_argument("--data", default=str(SHARED / "data"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--limit", type=int, default=None)

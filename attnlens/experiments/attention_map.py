@@ -23,7 +23,7 @@ from attnlens._options import option
 from attnlens.methods._common import _normalize_rows, fuse_heads
 from attnlens.methods.network_diffusion import network_diffusion
 from attnlens.methods.relevance import relevance
-from attnlens.methods.rollout import rollout
+from attnlens.methods.registry import MethodCache, list_methods, method_variant
 from attnlens.viz.attention_map import attention_map_html, plot_attention_map
 
 _FORMATS = {".png": False, ".html": True}  # suffix -> HTML page?
@@ -62,6 +62,7 @@ def compute_attention_map(
     top_k: int | None = None,
     residual: bool = True,
     head_fusion: str = "mean",
+    method: str = "rollout",
 ) -> AttentionMap:
     """Diffuse one example's attention layer by layer and roll out both versions.
 
@@ -77,6 +78,8 @@ def compute_attention_map(
         cls_index: the row read by ``reduce="cls"``.
         top_k: row sparsification before diffusion (None keeps every entry).
         residual: add the identity for the residual connection in rollout.
+        method: the registered method (:func:`~attnlens.methods.registry.list_methods`) whose
+            joint attention after the last layer gives the relevance of both versions.
         head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads of a per-head input; rows
             are renormalized after fusion.
 
@@ -106,8 +109,11 @@ def compute_attention_map(
         attn = _normalize_rows(fuse_heads(attn, how=head_fusion))
     diffused = network_diffusion(attn, alpha=alpha, top_k=top_k)
 
+    variant = method_variant(method, residual=residual)
+
     def _relevance(matrices: Tensor) -> Tensor:
-        joint = rollout(matrices, residual=residual)[:, -1]
+        mask = torch.ones(matrices.shape[0], matrices.shape[-1], dtype=torch.bool)
+        joint = variant.compute(MethodCache(matrices, mask)).joint[:, -1]
         return relevance(joint, reduce=reduce, cls_index=cls_index)[0]
 
     return AttentionMap(
@@ -132,6 +138,7 @@ def attention_map(
     top_k: int | None = None,
     head_fusion: str = "mean",
     residual: bool = True,
+    method: str = "rollout",
     device: str | torch.device = "cpu",
 ) -> Path:
     """Draw one text's per-layer attention before and after diffusion, with rollout relevance bars.
@@ -155,6 +162,7 @@ def attention_map(
         top_k: row sparsification before diffusion (None keeps every entry).
         head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads.
         residual: add the identity for the residual connection in rollout.
+        method: the registered method giving the relevance bars (default Attention Rollout).
         device: where a model loaded by name runs.
 
     Returns:
@@ -168,7 +176,7 @@ def attention_map(
     """
     html = _output_format(out, html, "out")
     amap = attention_map_data(model, text, alpha=alpha, reduce=reduce, top_k=top_k, head_fusion=head_fusion,
-                              residual=residual, device=device)
+                              residual=residual, method=method, device=device)
     if html:
         return attention_map_html(amap, out, title=f"attnlens attention map: {text}")
     return plot_attention_map(amap, out)
@@ -183,9 +191,11 @@ def attention_map_data(
     top_k: int | None = None,
     head_fusion: str = "mean",
     residual: bool = True,
+    method: str = "rollout",
     device: str | torch.device = "cpu",
 ) -> AttentionMap:
     """What :func:`attention_map` draws, without drawing it (same arguments, no `out`/`html`)."""
+    _check_choice(method, "method", list_methods(needs=("attention",)))
     if isinstance(model, (str, os.PathLike)):
         from attnlens.models import load_adapter  # noqa: PLC0415
 
@@ -194,7 +204,7 @@ def attention_map_data(
     valid = trace.mask[0].nonzero().squeeze(-1)
     attentions = trace.attentions[0][..., valid[:, None], valid[None, :]]
     return compute_attention_map(attentions, list(trace.tokens[0]), alpha=alpha, reduce=reduce, top_k=top_k,
-                                 residual=residual, head_fusion=head_fusion)
+                                 residual=residual, head_fusion=head_fusion, method=method)
 
 
 def _output_format(out: object, html: bool | None, name: str) -> bool:
@@ -229,6 +239,9 @@ class AttentionMapConfig:
     head_fusion: str = field(default="mean", metadata=option("how heads are fused", choices=("mean", "max", "min")))
     residual: bool = field(default=True, metadata=option("rollout with the residual identity (--no-residual: "
                                                          "without)"))
+    method: str = field(default="rollout", metadata=option(
+        "registered method giving the relevance bars of both matrices", choices=lambda: list_methods(
+            needs=("attention",))))
     device: str = field(default="cpu", metadata=option("where the model runs", choices=("cpu", "cuda")))
 
 
@@ -236,4 +249,5 @@ def attention_map_from_config(config: AttentionMapConfig) -> Path:
     """:func:`attention_map` with the options of an :class:`AttentionMapConfig` (what the CLI calls)."""
     return attention_map(config.model, config.text, alpha=config.alpha, out=config.out,
                          html=True if config.html else None, reduce=config.reduce, top_k=config.top_k,
-                         head_fusion=config.head_fusion, residual=config.residual, device=config.device)
+                         head_fusion=config.head_fusion, residual=config.residual, method=config.method,
+                         device=config.device)

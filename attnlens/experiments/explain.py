@@ -18,7 +18,7 @@ from attnlens._checks import ArgumentError, _check_choice, _check_integer, _chec
 from attnlens._files import _check_output_file
 from attnlens._options import option
 from attnlens.methods._common import _HEAD_FUSIONS
-from attnlens.methods.registry import MethodCache, expand_methods, get_method, list_methods
+from attnlens.methods.registry import MethodCache, get_method, list_methods, method_variant
 from attnlens.methods.relevance import relevance
 from attnlens.viz.token_heatmap import write_token_heatmap_html
 
@@ -154,10 +154,7 @@ def explain(
     if not spec.needs <= set(getattr(adapter, "provides", ("attention",))):
         raise ArgumentError(_missing_needs_message(adapter, family, method), "method")
     trace = adapter.trace([text], target=target)
-    options = {p.name: value for p, value in ((p, {"start_layer": start_layer, "threshold": threshold,
-                                                    "alpha": alpha, "head_fusion": head_fusion}.get(p.name))
-                                               for p in spec.parameters) if value is not None}
-    variant = expand_methods([method], **options)[0]
+    variant = method_variant(method, start_layer=start_layer, threshold=threshold, alpha=alpha, head_fusion=head_fusion)
     joint = variant.compute(MethodCache(trace.attentions, trace.mask, extras=trace.extras)).joint[:, -1]
     valid = trace.mask[0]
     scores = relevance(joint, mask=trace.mask, reduce="readout", readout=trace.readout)[0][valid]

@@ -395,6 +395,18 @@ def expand_methods(names: Sequence[str], **options: object) -> list[MethodVarian
     return variants
 
 
+def method_variant(name: str, **options: object) -> MethodVariant:
+    """One variant of method `name`: the options it takes are applied (each a single value), the
+    others and None values are ignored, the rest take their defaults.
+
+    Example:
+        >>> method_variant("selective", threshold=0.5, alpha=0.9).name
+        'selective@0.5'
+    """
+    taken = {parameter.name for parameter in get_method(name).parameters}
+    return expand_methods([name], **{k: v for k, v in options.items() if k in taken and v is not None})[0]
+
+
 # ----------------------------------------------------------------------------------------------- methods
 
 
@@ -483,5 +495,6 @@ __all__ = [
     "expand_methods",
     "get_method",
     "list_methods",
+    "method_variant",
     "register_method",
 ]

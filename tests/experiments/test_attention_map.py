@@ -86,3 +86,16 @@ def test_output_folders_fail_before_loading(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="Expected `out` to be in a folder, but .*file' is a file"):
         attention_map(str(tmp_path / "no-model"), "good", out=tmp_path / "file" / "map.png")
+
+
+def test_relevance_bars_follow_the_registered_method(tiny_model_dir):
+    import torch
+
+    from attnlens.methods import selective_rollout
+    from attnlens.methods.relevance import relevance
+
+    amap = attention_map_data(str(tiny_model_dir), "a good film", alpha=0.5, method="selective")
+    expected = selective_rollout(amap.before[None], threshold=1.0).joint[:, -1]
+    torch.testing.assert_close(amap.relevance_before, relevance(expected, reduce="cls")[0])
+    with pytest.raises(ValueError, match="Expected `method` to be one of"):
+        attention_map_data(str(tiny_model_dir), "a good film", method="mamba_attr")
