@@ -11,7 +11,7 @@ from torch import Tensor
 
 from attnlens._checks import _check_floating, _check_integer, _check_ndim, _check_number
 
-_MAX_CHUNK_ELEMENTS = 1 << 25
+_MAX_CHUNK_ELEMENTS = 1 << 23  # (R, rows, N) int32 elements per chunk: 32 MiB
 
 
 @dataclass(frozen=True)
@@ -61,17 +61,17 @@ def bootstrap_median_interval(scores: Tensor, *, resamples: int = 2000, seed: in
     level = _check_number(level, "level", low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
     generator = torch.Generator(device=scores.device).manual_seed(seed)
     picks = torch.randint(0, n, (resamples, n), generator=generator, device=scores.device)
-    counts = torch.zeros(resamples, n, dtype=torch.int64, device=scores.device)
-    counts.scatter_add_(1, picks, torch.ones_like(picks))
+    counts = torch.zeros(resamples, n, dtype=torch.int32, device=scores.device)  # multiplicities (exact in int32)
+    counts.scatter_add_(1, picks, torch.ones_like(picks, dtype=torch.int32))
     sorted_scores, order = scores.sort(dim=-1)
-    middle = torch.tensor([(n + 1) // 2, n // 2 + 1], device=scores.device)  # 1-based ranks of the middle values
+    middle = torch.tensor([(n + 1) // 2, n // 2 + 1], dtype=torch.int32, device=scores.device)  # 1-based middle ranks
     tail = (1 - level) / 2
     quantiles = torch.tensor([tail, 1 - tail], dtype=scores.dtype, device=scores.device)
     chunk = max(1, _MAX_CHUNK_ELEMENTS // (resamples * n))
     bounds = []
     for start in range(0, rows, chunk):
         part = order[start:start + chunk]  # (m, N)
-        cumulative = counts[:, part].cumsum(dim=-1)  # (R, m, N) multiplicities in sorted order
+        cumulative = counts[:, part].cumsum_(dim=-1)  # (R, m, N) multiplicities in sorted order, in place (int32)
         targets = middle.view(1, 1, 2).expand(resamples, part.shape[0], 2).contiguous()
         positions = torch.searchsorted(cumulative, targets)  # first index reaching each middle rank
         values = torch.gather(sorted_scores[start:start + chunk].expand(resamples, -1, -1), -1, positions)
@@ -107,10 +107,13 @@ def summarize_score_table(scores: np.ndarray | Tensor, *, resamples: int = 2000,
     intervals = torch.full((table.shape[0], 2), float("nan"), dtype=table.dtype, device=device)
     if bool(complete.any()):
         intervals[complete] = bootstrap_median_interval(table[complete], resamples=resamples, seed=seed)
-    for row in torch.nonzero(~complete).flatten().tolist():
-        values = table[row][finite[row]]
-        if values.numel() > 0:
-            intervals[row] = bootstrap_median_interval(values[None], resamples=resamples, seed=seed)[0]
+    # a row's resamples depend only on (seed, its finite count): rows with equal counts share one draw
+    counts = finite.sum(dim=-1)
+    incomplete = torch.nonzero(~complete & (counts > 0)).flatten()
+    for count in torch.unique(counts[incomplete]).tolist():
+        rows = incomplete[counts[incomplete] == count]
+        values = torch.stack([table[row][finite[row]] for row in rows.tolist()])
+        intervals[rows] = bootstrap_median_interval(values, resamples=resamples, seed=seed)
     host = table.cpu().numpy()
     intervals = intervals.cpu().numpy()
     summaries = []
