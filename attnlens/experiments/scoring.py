@@ -10,7 +10,7 @@ the host once per batch, after all batches are queued.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from attnlens._checks import _check_choice
-from attnlens.experiments.score_table import ScoreTable
+from attnlens.experiments.score_table import METRICS, ScoreTable
 from attnlens.methods.registry import MethodCache, MethodVariant
 from attnlens.methods.relevance import _relevance_compute
 from attnlens.metrics.clarity import _gini_compute, _normalized_entropy_compute
@@ -95,6 +95,8 @@ def score(
     options: ScoreOptions = ScoreOptions(),
     meta: dict | None = None,
     progress: ProgressFn | None = None,
+    skip_batches: Collection[int] = (),
+    on_batch: Callable[[int, ScoreTable], None] | None = None,
 ) -> ScoreTable:
     """Score every example with every method at every layer.
 
@@ -107,9 +109,14 @@ def score(
         meta: recorded in the table (merges check it).
         progress: called with (examples done, total) after every batch, and with fractional
             counts within a batch by slow methods (attention flow).
+        skip_batches: batches of the plan (:func:`length_batches` over the examples) not to score,
+            because a resumed shard already holds them.
+        on_batch: called with (batch number, its :class:`ScoreTable`) for every scored batch, one
+            batch late (after the next batch's work is queued, so a device is never idle waiting).
 
     Returns:
-        A :class:`ScoreTable` with one row per example × method × layer.
+        A :class:`ScoreTable` with one row per example × method × layer, in source order (the
+        scored batches only).
 
     Raises:
         ValueError: on bad options, an empty example set, or inputs the adapter refuses.
@@ -123,10 +130,34 @@ def score(
         raise ValueError("Expected every example to have a label when `target` is 'gold', but some have none.")
     lengths = adapter.count_tokens(texts)
     total, layers, count = len(texts), adapter.num_layers, len(methods)
-    timings = {"model": 0.0, "methods": 0.0}
-    pending: list[tuple[list[int], Tensor, Tensor, Tensor]] = []
-    done = 0
-    for batch in length_batches(lengths, options.batch_size):
+    names, families = [m.name for m in methods], {m.name: m.family for m in methods}
+    timings = {"model": 0.0, "methods": 0.0, "transfer": 0.0}
+    plan = length_batches(lengths, options.batch_size)
+    skip = set(skip_batches)
+    pieces: list[ScoreTable] = []
+    pending: list[tuple[int, list[int], Tensor, Tensor, Tensor]] = []
+
+    def to_host(item: tuple[int, list[int], Tensor, Tensor, Tensor]) -> None:
+        number, batch, predicted, values, used = item
+        start = time.perf_counter()
+        values = values.double().cpu().numpy()  # (3, M, B, L)
+        piece = ScoreTable(
+            methods=list(names), families=dict(families), num_layers=layers, ids=[str(examples[i].id) for i in batch],
+            index=np.asarray([examples[i].index for i in batch], dtype=np.int64), texts=[texts[i] for i in batch],
+            labels=np.asarray([-1 if gold[i] is None else gold[i] for i in batch], dtype=np.int64),
+            predictions=predicted.cpu().numpy().astype(np.int64),
+            tokens=np.asarray([lengths[i] for i in batch], dtype=np.int64),
+            scores={name: values[slot].transpose(1, 0, 2) for slot, name in enumerate(METRICS)},
+            layers_used=used.double().cpu().numpy().T, meta=dict(meta or {}))
+        timings["transfer"] += time.perf_counter() - start
+        pieces.append(piece)
+        if on_batch is not None:
+            on_batch(number, piece)
+
+    done = sum(len(plan[k]) for k in skip if k < len(plan))
+    for number, batch in enumerate(plan):
+        if number in skip:
+            continue
         start = time.perf_counter()
         labels = None if any(gold[i] is None for i in batch) else [gold[i] for i in batch]
         trace = adapter.trace([texts[i] for i in batch], target=options.target, labels=labels,
@@ -135,30 +166,29 @@ def score(
         start = time.perf_counter()
         within = None if progress is None else (lambda fraction: progress(done + fraction * len(batch), total))
         values, used = _score_batch(trace, methods, options, within)
-        pending.append((batch, trace.logits.argmax(dim=-1), values, used))
+        pending.append((number, batch, trace.logits.argmax(dim=-1), values, used))
         timings["methods"] += time.perf_counter() - start
+        if on_batch is not None and len(pending) > 1:  # hand on the previous batch once this one is queued
+            to_host(pending.pop(0))
         done += len(batch)
         if progress is not None:
             progress(done, total)
-    start = time.perf_counter()
-    scores = {name: np.full((total, count, layers), np.nan) for name in ("spearman", "entropy", "gini")}
-    layers_used = np.full((total, count), np.nan)
-    predictions = np.zeros(total, dtype=np.int64)
-    for batch, predicted, values, used in pending:  # one transfer per batch, after all device work is queued
-        index = np.asarray(batch)
-        predictions[index] = predicted.cpu().numpy()
-        values = values.double().cpu().numpy()  # (3, M, B, L)
-        for slot, name in enumerate(("spearman", "entropy", "gini")):
-            scores[name][index] = values[slot].transpose(1, 0, 2)
-        layers_used[index] = used.double().cpu().numpy().T
-    timings["transfer"] = time.perf_counter() - start
-    return ScoreTable(
-        methods=[m.name for m in methods], families={m.name: m.family for m in methods}, num_layers=layers,
-        ids=[str(example.id) for example in examples],
-        index=np.asarray([example.index for example in examples], dtype=np.int64), texts=list(texts),
-        labels=np.asarray([-1 if label is None else label for label in gold], dtype=np.int64),
-        predictions=predictions, tokens=np.asarray(lengths, dtype=np.int64), scores=scores,
-        layers_used=layers_used, meta=dict(meta or {}), timings=timings)
+    for item in pending:  # one transfer per batch, after all device work is queued
+        to_host(item)
+    if not pieces:
+        return _empty_table(names, families, layers, meta, timings)
+    table = pieces[0].sorted() if len(pieces) == 1 else ScoreTable.concat(pieces)
+    table.timings = timings
+    return table
+
+
+def _empty_table(names: list[str], families: dict[str, str], layers: int, meta: dict | None,
+                 timings: dict[str, float]) -> ScoreTable:
+    empty = np.zeros(0, dtype=np.int64)
+    return ScoreTable(methods=names, families=families, num_layers=layers, ids=[], index=empty, texts=[],
+                      labels=empty, predictions=empty, tokens=empty,
+                      scores={name: np.zeros((0, len(names), layers)) for name in METRICS},
+                      layers_used=np.zeros((0, len(names))), meta=dict(meta or {}), timings=timings)
 
 
 def _score_batch(trace, methods: Sequence[MethodVariant], options: ScoreOptions,
