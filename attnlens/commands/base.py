@@ -58,7 +58,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) ->
             kwargs["metavar"] = meta["metavar"]
         if meta.get("positional"):
             kwargs.pop("dest")
-            parser.add_argument(item.name, type=str, **kwargs)
+            many = typing.get_origin(kind) is tuple
+            parser.add_argument(item.name, type=str, nargs="+" if many else None, **kwargs)
             continue
         flag = names[item.name]
         if kind is bool:
@@ -83,6 +84,7 @@ def config_from_args(config_class: type, args: argparse.Namespace):
     """A new `config_class` from the parsed options (fields without option metadata keep their default)."""
     values = {item.name: getattr(args, item.name) for item in dataclasses.fields(config_class)
               if "help" in item.metadata and hasattr(args, item.name)}
+    values = {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
     return config_class(**values)
 
 

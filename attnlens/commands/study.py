@@ -14,17 +14,30 @@ HELP = ("Correlate each method's relevance with input-gradient saliency, per met
 
 def run_correlation_study(config: StudyOptions, args: argparse.Namespace, description: str) -> int:
     """Run a study with a progress bar on stderr, then print its table (shared by `study` and `sst2`)."""
-    from attnlens.viz.tables import rich_table, study_rows  # noqa: PLC0415
+    from attnlens.experiments.study import shard_folder  # noqa: PLC0415
 
     with progress_bar(description, quiet=args.quiet) as update:
         result = run_and_write_study(config, progress=update)
+    if result is None:  # a --shard job, or a rank other than 0: rank 0 / `attnlens merge` writes the outputs
+        if config.shard is not None:
+            folder = shard_folder(config.out)
+            stderr_console(args.quiet).print(f"shard {config.shard} written to {folder}; when every shard is done: "
+                                             f"attnlens merge {folder} --out {config.out}", highlight=False)
+        return 0
+    print_study_table(result, args.quiet, config.saliency)
+    return 0
+
+
+def print_study_table(result, quiet: bool, saliency: str) -> None:
+    """The study's table of medians on stderr, and where the files went."""
+    from attnlens.viz.tables import rich_table, study_rows  # noqa: PLC0415
+
     summary = result.summary
     header, rows = study_rows(summary.method_dicts())
-    stderr_console(args.quiet).print(rich_table(header, rows, title=(
+    stderr_console(quiet).print(rich_table(header, rows, title=(
         f"{summary.title}: {summary.n_examples} examples, accuracy {summary.accuracy:.4f} — median Spearman ρ "
-        f"(relevance vs {config.saliency} saliency) per layer")))
-    stderr_console(args.quiet).print(f"results written to {result.out}")
-    return 0
+        f"(relevance vs {saliency} saliency) per layer")))
+    stderr_console(quiet).print(f"results written to {result.out}")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

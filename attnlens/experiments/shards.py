@@ -319,10 +319,11 @@ def merge_shards(paths: Iterable[str | os.PathLike], *, require_complete: bool =
 
 
 class ShardProgress:
-    """Examples done over every shard of a folder, read incrementally from the files (for rank 0's bar)."""
+    """Examples done over the shards of a folder (all but `exclude`), read incrementally from the files
+    (for rank 0's bar)."""
 
-    def __init__(self, folder: Path, world: int) -> None:
-        self.folder, self.world = folder, world
+    def __init__(self, folder: Path, world: int, *, exclude: int | None = None) -> None:
+        self.folder, self.world, self.exclude = folder, world, exclude
         self._offsets: dict[Path, int] = {}
         self._counts: dict[Path, int] = {}
         self._finished: set[Path] = set()
@@ -330,6 +331,8 @@ class ShardProgress:
     def poll(self) -> tuple[int, int]:
         """(examples done, shards finished) over all shards found so far."""
         for index in range(self.world):
+            if index == self.exclude:
+                continue
             path = self.folder / ShardSpec(index, self.world).file_name
             if not path.exists() or path in self._finished:
                 continue

@@ -25,7 +25,16 @@ from attnlens._checks import ArgumentError, _check_choice, _check_creatable_fold
 from attnlens._options import option
 from attnlens.experiments.outputs import check_output_folder
 from attnlens.experiments.score_table import ScoreTable
-from attnlens.experiments.scoring import REDUCTIONS, REFERENCES, TARGETS, TIES, ProgressFn, ScoreOptions, score
+from attnlens.experiments.scoring import (
+    REDUCTIONS,
+    REFERENCES,
+    TARGETS,
+    TIES,
+    ProgressFn,
+    ScoreOptions,
+    length_batches,
+    score,
+)
 from attnlens.experiments.study_summary import StudySummary, summarize
 from attnlens.methods._common import _HEAD_FUSIONS
 from attnlens.methods.registry import MethodVariant, expand_methods, list_methods
@@ -77,7 +86,14 @@ class StudyOptions:
     head_fusion: str = field(default="mean", metadata=option("how heads are fused", choices=_HEAD_FUSIONS))
     seed: int = field(default=0, metadata=option("seed of the bootstrap resampling"))
     out: str | None = field(default=None, metadata=option(
-        "output folder, new or empty (default: runs/<study>-<model>-<time>)", metavar="DIR", aliases=("out_dir",)))
+        "output folder, new or empty (default: runs/<study>-<model>-<time>); shard files go to <out>.shards/ while "
+        "the run lasts", metavar="DIR", aliases=("out_dir",)))
+    shard: str | None = field(default=None, metadata=option(
+        "score only shard i of N (every N-th example from the i-th) into <out>.shards/, for job arrays; merge them "
+        "with `attnlens merge` (torchrun and accelerate launch choose the shard themselves)", metavar="i/N"))
+    resume: bool = field(default=False, metadata=option(
+        "continue a run that stopped (killed, crashed): score only the batches its shard files lack"))
+    keep_shards: bool = field(default=False, metadata=option("keep <out>.shards/ after the outputs are written"))
 
     def score_options(self) -> ScoreOptions:
         """The options of :func:`~attnlens.experiments.scoring.score`."""
@@ -181,8 +197,13 @@ def _rerun_config(config: StudyOptions, model: str) -> dict:
     """Everything needed to rerun the study (the ``config`` entry of ``results.json``)."""
     document = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()}
     document["model"] = model
-    document.pop("out", None)
+    for name in _PROCESS_OPTIONS:
+        document.pop(name, None)
     return document
+
+
+_PROCESS_OPTIONS = ("out", "shard", "resume", "keep_shards")  # how a run is carried out, not what it measures
+_NOT_IN_SHARDS = ("device", "batch_size", "seed")  # shards scored with any of these merge (seed is the summary's)
 
 
 def run_study(config: StudyOptions, *, adapter: Adapter | None = None, examples: Examples | None = None,
@@ -202,6 +223,26 @@ def run_study(config: StudyOptions, *, adapter: Adapter | None = None, examples:
     Raises:
         ValueError: on bad options, data or model (one line each).
     """
+    methods, adapter, examples, model_name = _prepare(config, adapter, examples)
+    meta = {"model": model_name, "data": getattr(examples, "source", None), **_settings(config)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = score(adapter, examples, methods, options=config.score_options(), meta=meta, progress=progress)
+    _report_warnings(caught, adapter, len(examples))
+    return StudyResult(table=table, summary=_summarize(table, config, model_name, examples))
+
+
+def _summarize(table: ScoreTable, config: StudyOptions, model_name: str, examples: Examples) -> StudySummary:
+    start = time.perf_counter()
+    summary = summarize(table, seed=config.seed, device=config.device, title=config.title(examples),
+                        model=model_name, settings=_settings(config), config=_rerun_config(config, model_name))
+    summary.timings["summaries"] = time.perf_counter() - start
+    return summary
+
+
+def _prepare(config: StudyOptions, adapter: Adapter | None, examples: Examples | None, *,
+             device: str | None = None) -> tuple[list[MethodVariant], Adapter, Examples, str]:
+    """Check the options, load the examples and the model; return (methods, adapter, examples, model name)."""
     methods = validate_study(config)
     if examples is None:
         examples = config.load_examples()
@@ -213,22 +254,12 @@ def run_study(config: StudyOptions, *, adapter: Adapter | None = None, examples:
         from attnlens.models.defaults import resolve_sst2_model  # noqa: PLC0415
 
         model_name = resolve_sst2_model(config.model)
-        adapter = load_adapter(model_name, device=config.device)
+        adapter = load_adapter(model_name, device=device or config.device)
     if getattr(adapter, "task", "classification") != "classification":
         raise ArgumentError(f"Expected `model` to be a sequence classifier, but {model_name!r} is a "
                             f"{adapter.family!r} model ({getattr(adapter, 'task', '')}).", "model")
     model_name = str(model_name or getattr(getattr(adapter.model, "config", None), "_name_or_path", "model"))
-    examples = align_labels(examples, adapter)
-    meta = {"model": model_name, "data": getattr(examples, "source", None), **_settings(config)}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        table = score(adapter, examples, methods, options=config.score_options(), meta=meta, progress=progress)
-    _report_warnings(caught, adapter, len(examples))
-    start = time.perf_counter()
-    summary = summarize(table, seed=config.seed, device=config.device, title=config.title(examples),
-                        model=model_name, settings=_settings(config), config=_rerun_config(config, model_name))
-    summary.timings["summaries"] = time.perf_counter() - start
-    return StudyResult(table=table, summary=summary)
+    return methods, adapter, align_labels(examples, adapter), model_name
 
 
 def align_labels(examples: Examples, adapter: Adapter) -> Examples:
@@ -287,29 +318,187 @@ def default_out_dir(config: StudyOptions, model: str) -> Path:
     return Path("runs") / f"{config.name}-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def run_and_write_study(config: StudyOptions, *, progress: ProgressFn | None = None) -> StudyResult:
-    """Run the study and write its files to `config.out` (or a new folder under ``runs/``).
+def shard_folder(out: str | Path) -> Path:
+    """Where a run with output folder `out` keeps its shard files: ``<out>.shards`` beside it."""
+    out = Path(out)
+    return out.parent / f"{out.name}.shards"
 
-    This is what ``attnlens study`` and ``attnlens sst2`` call. Every option and the output
-    location are checked before any work; the files are written atomically.
+
+def run_and_write_study(config: StudyOptions, *, progress: ProgressFn | None = None) -> StudyResult | None:
+    """Run the study, one shard per process, and write its files to `config.out` (or a new folder under ``runs/``).
+
+    This is what ``attnlens study`` and ``attnlens sst2`` call, alone or under ``torchrun`` /
+    ``accelerate launch`` (every rank scores a strided shard; rank 0 merges) or with ``--shard i/N``.
+    Every rank appends its scores to ``<out>.shards/shard-<rank>-of-<world>.jsonl`` batch by batch,
+    so ``--resume`` continues a stopped run where it stopped; rank 0 then merges the shards,
+    summarises and writes the outputs atomically, and removes the shard folder (``--keep-shards``
+    keeps it). Every option and the output location are checked before any work.
 
     Returns:
-        The :class:`StudyResult`, with `out` set to the folder written.
+        The :class:`StudyResult` (with `out` set) on the process that wrote the outputs; None on
+        the other ranks and for a ``--shard`` run (merge those with :func:`merge_study_shards`).
+
+    Raises:
+        ArgumentError: on a bad option, a missing `out` where one is needed (sharded or resumed
+            runs), or shards of another run in ``<out>.shards``.
     """
+    from attnlens.experiments.distributed import barrier, launch_from_environment, process_group, rank_device  # noqa
+    from attnlens.experiments.shards import ShardProgress, ShardWriter, data_hash, model_hash  # noqa: PLC0415
+
+    launch = launch_from_environment(config.shard)
+    if config.out is None and (launch.sharded or config.resume):
+        raise ArgumentError("Expected `out` to name the output folder of a sharded or resumed run (every process and "
+                            "every restart must find the same shard folder), but got none.", "out")
+    device = rank_device(config.device, launch)
+    validate_study(config)
+    with process_group(launch, device):
+        methods, adapter, examples, model_name = _prepare(config, None, None, device=device)
+        out = Path(config.out) if config.out is not None else default_out_dir(config, model_name)
+        folder = shard_folder(out)
+        rows = _settings(config)
+        header = {
+            "config": {k: v for k, v in _rerun_config(config, model_name).items() if k not in _NOT_IN_SHARDS},
+            "data_hash": data_hash(examples), "model_hash": model_hash(adapter.model),
+            "methods": [m.name for m in methods], "families": {m.name: m.family for m in methods},
+            "num_layers": adapter.num_layers, "rank": launch.rank, "world": launch.world, "total": len(examples),
+            "batch_size": config.batch_size, "title": config.title(examples), "model": model_name,
+            "settings": rows, "rerun": _rerun_config(config, model_name),
+            "meta": {"model": model_name, "data": getattr(examples, "source", None), **rows}}
+        writer = ShardWriter(folder / launch.spec.file_name, header, resume=config.resume)
+        try:
+            part = examples.select(launch.spec.positions(len(examples)))
+            _check_resumed_batches(writer.done, part, adapter, config.batch_size)
+            others = ShardProgress(folder, launch.world, exclude=launch.rank) if launch.world > 1 else None
+            report = _global_progress(progress, others, len(examples)) if launch.is_main else None
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                table = score(adapter, part, methods, options=config.score_options(), meta=header["meta"],
+                              progress=report, skip_batches=set(writer.done), on_batch=writer.write_batch)
+            _report_warnings(caught, adapter, len(part))
+            writer.finish(table.timings)
+        finally:
+            writer.close()
+        if launch.manual:
+            return None
+        if launch.world > 1 and launch.is_main:
+            _wait_for_shards(others, report, len(part), len(examples))
+        barrier(launch)
+    if not launch.is_main:
+        return None
+    return merge_study_shards([folder], out=out, seed=config.seed, device=config.device,
+                              keep_shards=config.keep_shards)
+
+
+def _check_resumed_batches(done: dict[int, list[dict]], part: Examples, adapter: Adapter, batch_size: int) -> None:
+    """A resumed shard must hold batches of the same plan (the same examples and --batch-size)."""
+    if not done:
+        return
+    plan = length_batches(adapter.count_tokens(part.texts), batch_size)
+    for number, rows in done.items():
+        if number >= len(plan) or [row["id"] for row in rows] != [part[i].id for i in plan[number]]:
+            raise ArgumentError(f"Expected `batch_size` to be the one the resumed shard was scored with, but its "
+                                f"batch {number} holds other examples (or the data changed).", "batch_size")
+
+
+def _global_progress(progress: ProgressFn | None, others, total: int) -> ProgressFn | None:
+    """Rank 0's bar: its own examples plus those every other shard has flushed."""
+    if progress is None:
+        return None
+
+    def report(done: float, _own_total: int) -> None:
+        progress(done + (others.poll()[0] if others is not None else 0), total)
+
+    return report
+
+
+def _wait_for_shards(others, report: ProgressFn | None, own: int, total: int, interval: float = 0.5) -> None:
+    """Rank 0, done with its own `own` examples: wait until every other shard has its footer, updating the bar."""
+    while others.poll()[1] < others.world - 1:
+        if report is not None:
+            report(own, total)  # the bar adds what the other shards flushed
+        time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    """Options of ``attnlens merge``: summarise the shards of one run made by separate jobs."""
+
+    shards: tuple[str, ...] = field(metadata=option(
+        "shard files, or folders holding shard-*-of-*.jsonl (for example runs/x.shards)", positional=True))
+    out: str | None = field(default=None, metadata=option(
+        "output folder, new or empty (default: the one shard folder's name without .shards)", metavar="DIR",
+        aliases=("out_dir",)))
+    seed: int | None = field(default=None, metadata=option("seed of the bootstrap (default: the run's own)"))
+    device: str = field(default="cpu", metadata=option("where the bootstrap runs", choices=("cpu", "cuda")))
+    keep_shards: bool = field(default=False, metadata=option("keep the shard folders after the outputs are written"))
+
+    def output_folder(self) -> Path:
+        """`out`, or the single shard folder's name without ``.shards``."""
+        if self.out is not None:
+            return Path(self.out)
+        folders = [Path(s) for s in self.shards]
+        if len(folders) == 1 and folders[0].name.endswith(".shards"):
+            return folders[0].parent / folders[0].name[: -len(".shards")]
+        raise ArgumentError("Expected `out` when the shards are not one <out>.shards folder, but got none.", "out")
+
+
+def merge_from_config(config: MergeConfig) -> StudyResult:
+    """:func:`merge_study_shards` with the options of a :class:`MergeConfig` (what ``attnlens merge`` calls)."""
+    _check_integer(config.seed, "seed", allow_none=True)
+    _check_device(config.device)
+    return merge_study_shards(list(config.shards), out=config.output_folder(), seed=config.seed,
+                              device=config.device, keep_shards=config.keep_shards)
+
+
+def merge_study_shards(shards: list[str | Path], *, out: str | Path, seed: int | None = None,
+                       device: str = "cpu", keep_shards: bool = True) -> StudyResult:
+    """Merge the shard files of one run, summarise, and write the outputs to `out`.
+
+    What ``attnlens merge`` and rank 0 of a sharded run call. Refuses shards of different runs
+    (config, data or model hash), missing ranks and unfinished shards, naming what differs.
+
+    Args:
+        shards: shard files or folders holding them.
+        out: the output folder (new or empty).
+        seed: seed of the bootstrap; None takes the run's own.
+        device: where the bootstrap runs.
+        keep_shards: keep the shard files; else a folder given in `shards` is removed after the
+            outputs are written.
+
+    Returns:
+        The :class:`StudyResult` with `out` set.
+    """
+    import shutil  # noqa: PLC0415
+
+    from attnlens.experiments.shards import merge_shards  # noqa: PLC0415
     from attnlens.experiments.writers import write_study_outputs  # noqa: PLC0415
 
-    result = run_study(config, progress=progress)
-    out = Path(config.out) if config.out is not None else default_out_dir(config, result.model)
-    result.out = write_study_outputs(result.summary, out)
+    check_output_folder(out, "out")
+    table, header, ranks = merge_shards(shards)
+    rerun = dict(header["rerun"])
+    start = time.perf_counter()
+    summary = summarize(table, seed=rerun.get("seed", 0) if seed is None else seed, device=device,
+                        title=header["title"], model=header["model"], settings=header["settings"], config=rerun)
+    summary.timings["summaries"] = time.perf_counter() - start
+    summary.timings["ranks"] = ranks
+    result = StudyResult(table=table, summary=summary, out=write_study_outputs(summary, out))
+    if not keep_shards:
+        for folder in shards:
+            if Path(folder).is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
     return result
 
 
 __all__ = [
+    "MergeConfig",
     "StudyConfig",
     "StudyOptions",
     "StudyResult",
     "default_out_dir",
+    "merge_from_config",
+    "merge_study_shards",
     "run_and_write_study",
     "run_study",
+    "shard_folder",
     "validate_study",
 ]
