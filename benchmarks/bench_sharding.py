@@ -5,8 +5,9 @@ and as two processes under `torch.distributed.run` (gloo), each with one torch t
 in one run; throughput = examples / the slowest rank's scoring seconds (read from the shards'
 footers in results.json), and the wall time of the whole command (start-up, loading and the
 merge included). Shard cost: in one process, `score` with and without the shard writer on the
-same examples, rounds alternating, the minimum of each, plus the time to read the shard back
-and merge it.
+same examples, rounds alternating, the minimum of each (noisy on a shared VM), and, within the
+same runs, the time spent inside the writer (encoding and flushing the lines: the direct cost),
+plus the time to read the shard back and merge it.
 
     python benchmarks/bench_sharding.py                     # SST-2 dev on ../shared/models/minilm-sst2
     python benchmarks/bench_sharding.py --limit 400 --rounds 3
@@ -51,7 +52,7 @@ def shard_cost(args: argparse.Namespace) -> dict[str, float]:
     methods, adapter, examples, _ = _prepare(config, None, None)
     options = config.score_options()
     score(adapter, examples[:32], methods, options=options)  # warm-up
-    plain, written, merged = [], [], []
+    plain, written, merged, writing = [], [], [], []
     for _ in range(args.rounds):
         start = time.perf_counter()
         score(adapter, examples, methods, options=options)
@@ -62,13 +63,24 @@ def shard_cost(args: argparse.Namespace) -> dict[str, float]:
                       "world": 1}
             start = time.perf_counter()
             writer = ShardWriter(Path(folder) / "shard-00000-of-00001.jsonl", header)
-            table = score(adapter, examples, methods, options=options, on_batch=writer.write_batch)
+            inside = [0.0]
+
+            def timed_write(number, piece, writer=writer, inside=inside):
+                began = time.perf_counter()
+                writer.write_batch(number, piece)
+                inside[0] += time.perf_counter() - began
+
+            table = score(adapter, examples, methods, options=options, on_batch=timed_write)
+            began = time.perf_counter()
             writer.finish(table.timings)
+            inside[0] += time.perf_counter() - began
             written.append(time.perf_counter() - start)
+            writing.append(inside[0])
             start = time.perf_counter()
             merge_shards([folder])
             merged.append(time.perf_counter() - start)
-    return {"plain": min(plain), "with_shards": min(written), "merge": min(merged), "examples": len(examples)}
+    return {"plain": min(plain), "with_shards": min(written), "merge": min(merged), "writing": min(writing),
+            "examples": len(examples)}
 
 
 def main() -> None:
@@ -99,8 +111,9 @@ def main() -> None:
     cost = shard_cost(args)
     overhead = (cost["with_shards"] - cost["plain"]) / cost["plain"]
     print(f"\nshard writing, {cost['examples']} examples: score alone {cost['plain']:.2f} s, with the shard writer "
-          f"{cost['with_shards']:.2f} s ({100 * overhead:+.1f} %), reading back and merging {cost['merge']:.2f} s "
-          f"({100 * cost['merge'] / cost['plain']:.1f} %)")
+          f"{cost['with_shards']:.2f} s ({100 * overhead:+.1f} %, side by side, min of {args.rounds}); time spent "
+          f"inside the writer {cost['writing']:.3f} s ({100 * cost['writing'] / cost['plain']:.2f} % of scoring); "
+          f"reading back and merging {cost['merge']:.2f} s ({100 * cost['merge'] / cost['plain']:.2f} %)")
 
 
 if __name__ == "__main__":

@@ -366,7 +366,7 @@ def run_and_write_study(config: StudyOptions, *, progress: ProgressFn | None = N
             "meta": {"model": model_name, "data": getattr(examples, "source", None), **rows}}
         writer = ShardWriter(folder / launch.spec.file_name, header, resume=config.resume)
         try:
-            part = examples.select(launch.spec.positions(len(examples)))
+            part = examples.select(balanced_positions(adapter.count_tokens(examples.texts), launch.spec))
             _check_resumed_batches(writer.done, part, adapter, config.batch_size)
             others = ShardProgress(folder, launch.world, exclude=launch.rank) if launch.world > 1 else None
             report = _global_progress(progress, others, len(examples)) if launch.is_main else None
@@ -387,6 +387,19 @@ def run_and_write_study(config: StudyOptions, *, progress: ProgressFn | None = N
         return None
     return merge_study_shards([folder], out=out, seed=config.seed, device=config.device,
                               keep_shards=config.keep_shards)
+
+
+def balanced_positions(lengths: list[int], spec) -> list[int]:
+    """A shard's examples: strided over the examples sorted by token count (then position), so every
+    shard gets the same mix of long and short inputs; fixed by the data alone, never by timing.
+
+    Example:
+        >>> from attnlens.experiments.shards import ShardSpec
+        >>> balanced_positions([5, 9, 1, 7], ShardSpec(0, 2)), balanced_positions([5, 9, 1, 7], ShardSpec(1, 2))
+        ([0, 1], [2, 3])
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return sorted(order[spec.index::spec.count])
 
 
 def _check_resumed_batches(done: dict[int, list[dict]], part: Examples, adapter: Adapter, batch_size: int) -> None:
