@@ -364,6 +364,7 @@ def run_and_write_study(config: StudyOptions, *, progress: ProgressFn | None = N
             "batch_size": config.batch_size, "title": config.title(examples), "model": model_name,
             "settings": rows, "rerun": _rerun_config(config, model_name),
             "meta": {"model": model_name, "data": getattr(examples, "source", None), **rows}}
+        _check_world_size(folder, launch.world)
         writer = ShardWriter(folder / launch.spec.file_name, header, resume=config.resume)
         try:
             part = examples.select(balanced_positions(adapter.count_tokens(examples.texts), launch.spec))
@@ -387,6 +388,18 @@ def run_and_write_study(config: StudyOptions, *, progress: ProgressFn | None = N
         return None
     return merge_study_shards([folder], out=out, seed=config.seed, device=config.device,
                               keep_shards=config.keep_shards)
+
+
+def _check_world_size(folder: Path, world: int) -> None:
+    """A shard folder holds the shards of one number of processes; another one cannot resume it."""
+    if not folder.is_dir():
+        return
+    worlds = {int(match.group(1)) for match in (re.search(r"-of-(\d{5})\.jsonl$", p.name) for p in folder.iterdir())
+              if match}
+    if worlds - {world}:
+        raise ArgumentError(f"Expected the shards in {folder} to come from {world} process(es), but it holds shards of "
+                            f"{', '.join(str(w) for w in sorted(worlds))}; resume with that many processes, or remove "
+                            f"the folder to start again (`resume`).", "resume")
 
 
 def balanced_positions(lengths: list[int], spec) -> list[int]:

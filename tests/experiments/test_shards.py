@@ -193,3 +193,10 @@ def test_merge_shards_checks_files(tmp_path):
     bad.write_text('{"format": "other"}\n')
     with pytest.raises(ValueError, match="to be an attnlens shard"):
         merge_shards([bad])
+
+
+def test_resume_with_another_number_of_processes_is_refused(tiny_bert_dir, tiny_sst2_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_tiny_study(tiny_bert_dir, tiny_sst2_dir, out, "--shard", "0/2")) == 0
+    assert main(_tiny_study(tiny_bert_dir, tiny_sst2_dir, out, "--resume")) == 2
+    assert "to come from 1 process(es), but it holds shards of 2" in capsys.readouterr().err
