@@ -200,3 +200,15 @@ def test_resume_with_another_number_of_processes_is_refused(tiny_bert_dir, tiny_
     assert main(_tiny_study(tiny_bert_dir, tiny_sst2_dir, out, "--shard", "0/2")) == 0
     assert main(_tiny_study(tiny_bert_dir, tiny_sst2_dir, out, "--resume")) == 2
     assert "to come from 1 process(es), but it holds shards of 2" in capsys.readouterr().err
+
+
+def test_torchrun_two_processes_on_a_tiny_model(tiny_bert_dir, tiny_sst2_dir, tmp_path):
+    """The 2-process gloo run on a model built here, so CI runs it wherever ../shared is missing."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(_tiny_study(tiny_bert_dir, tiny_sst2_dir, one)) == 0
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+               "attnlens.cli", "--threads", "1", *_tiny_study(tiny_bert_dir, tiny_sst2_dir, two)]
+    subprocess.run(command, check=True, env=_env(), timeout=300, capture_output=True)
+    _close(_methods(one), _methods(two))
+    ranks = json.loads((two / "results.json").read_text())["timings_seconds"]["ranks"]
+    assert [r["examples"] for r in ranks] == [10, 10] and not shard_folder(two).exists()
