@@ -27,6 +27,9 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="attnlens", description="Explain what Transformer and Mamba models look at, and "
                            "measure how faithful the explanations are.")
+    from attnlens import __version__  # noqa: PLC0415
+
+    parser.add_argument("--version", action="version", version=f"attnlens {__version__}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or tables on stderr")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")

@@ -193,6 +193,13 @@ def _settings(config: StudyOptions) -> dict:
             "ties": config.ties}
 
 
+def _provenance(examples: Examples) -> dict:
+    """What a result must say about where it came from: the package version and the resolved data source."""
+    from attnlens import __version__  # noqa: PLC0415
+
+    return {"attnlens_version": __version__, "data_source": getattr(examples, "source", None)}
+
+
 def _rerun_config(config: StudyOptions, model: str) -> dict:
     """Everything needed to rerun the study (the ``config`` entry of ``results.json``)."""
     document = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()}
@@ -235,7 +242,8 @@ def run_study(config: StudyOptions, *, adapter: Adapter | None = None, examples:
 def _summarize(table: ScoreTable, config: StudyOptions, model_name: str, examples: Examples) -> StudySummary:
     start = time.perf_counter()
     summary = summarize(table, seed=config.seed, device=config.device, title=config.title(examples),
-                        model=model_name, settings=_settings(config), config=_rerun_config(config, model_name))
+                        model=model_name, settings={**_settings(config), **_provenance(examples)},
+                        config=_rerun_config(config, model_name))
     summary.timings["summaries"] = time.perf_counter() - start
     return summary
 
@@ -355,15 +363,16 @@ def run_and_write_study(config: StudyOptions, *, progress: ProgressFn | None = N
         methods, adapter, examples, model_name = _prepare(config, None, None, device=device)
         out = Path(config.out) if config.out is not None else default_out_dir(config, model_name)
         folder = shard_folder(out)
-        rows = _settings(config)
+        hashed = model_hash(adapter.model)
+        rows = {**_settings(config), **_provenance(examples), "model_hash": hashed}
         header = {
             "config": {k: v for k, v in _rerun_config(config, model_name).items() if k not in _NOT_IN_SHARDS},
-            "data_hash": data_hash(examples), "model_hash": model_hash(adapter.model),
+            "data_hash": data_hash(examples), "model_hash": hashed,
             "methods": [m.name for m in methods], "families": {m.name: m.family for m in methods},
             "num_layers": adapter.num_layers, "rank": launch.rank, "world": launch.world, "total": len(examples),
             "batch_size": config.batch_size, "title": config.title(examples), "model": model_name,
             "settings": rows, "rerun": _rerun_config(config, model_name),
-            "meta": {"model": model_name, "data": getattr(examples, "source", None), **rows}}
+            "meta": {"model": model_name, "data": getattr(examples, "source", None), **_settings(config)}}
         _check_world_size(folder, launch.world)
         writer = ShardWriter(folder / launch.spec.file_name, header, resume=config.resume)
         try:

@@ -65,9 +65,10 @@ def _check_hub_reachable(model_id: str) -> None:
 
 def load_failure(name_or_path: str, err: Exception) -> ValueError:
     """One line saying why a model could not be loaded, with the first line of the cause."""
-    cause = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
-    return ValueError(f"Expected `model` to be a Hugging Face model id or a local model folder, but {name_or_path!r} "
-                      f"could not be loaded ({type(err).__name__}{': ' + cause if cause else ''}).")
+    from attnlens.models._loading import failure_cause  # noqa: PLC0415
+
+    return ArgumentError(f"Expected `model` to be a Hugging Face model id or a local model folder, but "
+                         f"{name_or_path!r} could not be loaded ({failure_cause(err)}).", "model")
 
 
 def load_adapter(name_or_path: str, *, device: str | torch.device = "cpu") -> object:

@@ -42,6 +42,7 @@ from attnlens._checks import _check_choice, _check_integer
 from attnlens.methods._common import _apply_mask, _normalize_rows
 from attnlens.methods.hidden_attention import hidden_attention
 from attnlens.models._hooks import eval_mode, frozen_parameters
+from attnlens.models._loading import quiet_transformers
 from attnlens.models._perturb import gather_rows, perturbed_ids
 from attnlens.models._registry import register_adapter
 from attnlens.models._saliency import SALIENCY_POSITIONS, SALIENCY_REDUCTIONS, reduce_saliency
@@ -171,8 +172,9 @@ class MambaAdapter(Adapter):
         """Load a `MambaForCausalLM` and its tokenizer from a Hugging Face id or a local folder."""
         from transformers import AutoTokenizer, MambaForCausalLM
 
-        model = MambaForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        with quiet_transformers():  # no weight-loading bar, no causal_conv1d / mamba_ssm fallback warnings
+            model = MambaForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         return cls(model, tokenizer, device=device)
 
     # --- what the model is --------------------------------------------------------------------

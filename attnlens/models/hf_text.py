@@ -25,6 +25,7 @@ from attnlens._checks import _check_choice, _check_device, _check_integer
 from attnlens.methods._common import _apply_mask
 from attnlens.models._factory import _check_model_reference, load_failure
 from attnlens.models._hooks import eval_mode, frozen_parameters, input_embedding_leaf
+from attnlens.models._loading import failure_cause, quiet_transformers
 from attnlens.models._perturb import gather_rows, perturbed_ids
 from attnlens.models._registry import register_adapter
 from attnlens.models._saliency import SALIENCY_POSITIONS, SALIENCY_REDUCTIONS, reduce_saliency
@@ -105,13 +106,8 @@ class TextClassifierAdapter(Adapter):
         """
         device = _check_device(device)
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
-        from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
-        verbosity = hf_logging.get_verbosity()
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        try:
+        with quiet_transformers():
             try:
                 _check_model_reference(name_or_path)
             except ValueError as err:
@@ -138,12 +134,8 @@ class TextClassifierAdapter(Adapter):
                 ) from err
             except Exception as err:  # noqa: BLE001
                 raise ExplainError(
-                    f"Expected `model` {name_or_path!r} to load, but it failed ({type(err).__name__})."
+                    f"Expected `model` {name_or_path!r} to load, but it failed ({failure_cause(err)})."
                 ) from err
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            if bars:
-                hf_logging.enable_progress_bar()
         model.to(device)
         return cls._family_for(config)(model, tokenizer)
 

@@ -1,0 +1,42 @@
+"""What a run says about itself: --version, the package version, data source and model hash in
+results.json, and loading errors that carry their cause in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+import attnlens
+from attnlens.cli import main
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"attnlens {attnlens.__version__}"
+    assert attnlens.__version__ and attnlens.__version__ != "0+unknown"
+
+
+def test_results_record_version_data_source_and_model_hash(tiny_bert_dir, tiny_sst2_dir, tmp_path):
+    out = tmp_path / "run"
+    assert main(["--quiet", "sst2", "--model", str(tiny_bert_dir), "--data", str(tiny_sst2_dir), "--limit", "6",
+                 "--out", str(out)]) == 0
+    document = json.loads((out / "results.json").read_text())
+    assert document["attnlens_version"] == attnlens.__version__
+    assert document["data_source"] == str(tiny_sst2_dir / "sst2" / "dev.tsv")
+    assert len(document["model_hash"]) == 64
+
+
+def test_a_truncated_weights_file_names_its_cause(tiny_bert_dir, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bert_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert main(["explain", "--model", str(broken), "a good movie"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "failed (" in err
+    cause = err.split("failed (", 1)[1]
+    assert ":" in cause and len(cause) > len("SafetensorError: )")  # the exception's own words, not just its name
