@@ -1,7 +1,11 @@
-"""SST-2 (GLUE) sentences and labels, from local TSV files or the Hugging Face hub.
+"""SST-2 (GLUE) sentences and labels, from local TSV files, the copy shipped with attnlens, or the hub.
 
 Socher et al. 2013, "Recursive Deep Models for Semantic Compositionality Over a Sentiment
 Treebank"; binary split of GLUE (Wang et al. 2019).
+
+The package ships both splits gzipped (``attnlens/datasets/data/sst2/{dev,train}.tsv.gz``, 872 and
+67,349 sentences; source, license and checksums in the ``PROVENANCE.md`` beside them), so SST-2
+never needs the network.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ _SPLITS = ("train", "dev")
 _SENTENCE_COLUMNS = ("sentence", "content", "text")  # SST-2's historical order
 CLASS_NAMES = ("negative", "positive")
 DATA_ENV = "ATTNLENS_DATA"
+_PACKAGED_DIR = Path(__file__).resolve().parent / "data" / "sst2"
+"""The SST-2 splits shipped with attnlens, ``<split>.tsv.gz`` (see its ``PROVENANCE.md``)."""
 
 
 @dataclass(frozen=True)
@@ -79,31 +85,36 @@ def read_sst2_tsv(path: str | os.PathLike) -> SST2Split:
     return SST2Split(sentences=examples.texts, labels=examples.labels or [], source=str(path))
 
 
+_NO_SOURCE = (f"Expected SST-2 in `--data DIR` or ${DATA_ENV} (a folder with sst2/{{train,dev}}.tsv), in the copy "
+              "shipped with attnlens (missing from this installation: reinstall attnlens), or")
+
+
 def _load_from_hub(split: str) -> SST2Split:
     try:
         import datasets  # noqa: PLC0415
     except ImportError as err:
         raise ValueError(
-            f"Expected SST-2 in `--data DIR` or ${DATA_ENV} (a folder with sst2/{{train,dev}}.tsv), "
-            "or the `datasets` package with network access for glue/sst2, but found neither."
+            f"{_NO_SOURCE} the `datasets` package (pip install 'attnlens[hub]') with network access for glue/sst2, "
+            "but found none of these."
         ) from err
     hub_split = "validation" if split == "dev" else "train"
     try:
         data = datasets.load_dataset("glue", "sst2", split=hub_split)
     except Exception as err:  # noqa: BLE001 - any hub failure means "not available"
         raise ValueError(
-            f"Expected SST-2 in `--data DIR` or ${DATA_ENV} (a folder with sst2/{{train,dev}}.tsv), "
-            f"or glue/sst2 from the Hugging Face hub, but the hub failed: {type(err).__name__}."
+            f"{_NO_SOURCE} glue/sst2 from the Hugging Face hub, but the hub failed: {type(err).__name__}."
         ) from err
     return SST2Split(sentences=list(data["sentence"]), labels=list(data["label"]), source="hf:glue/sst2")
 
 
 def _sst2_file(split: str, data_dir: str | os.PathLike | None) -> Path | None:
-    """``sst2/<split>.tsv`` (or ``<split>.tsv``) in `data_dir`, else in ``$ATTNLENS_DATA``; None for the hub."""
+    """``sst2/<split>.tsv`` (or ``<split>.tsv``) in `data_dir`, else in ``$ATTNLENS_DATA``, else the
+    packaged ``<split>.tsv.gz``; None (the hub) only when the installation lacks it."""
     _check_choice(split, "split", _SPLITS)
     folder = data_dir if data_dir is not None else os.environ.get(DATA_ENV) or None
     if folder is None:
-        return None
+        packaged = _PACKAGED_DIR / f"{split}.tsv.gz"
+        return packaged if packaged.is_file() else None
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"Expected `data` to be a folder holding sst2/{split}.tsv, but {folder} is not a folder.")
@@ -117,7 +128,9 @@ def load_sst2(split: str = "dev", *, data_dir: str | os.PathLike | None = None) 
     """Load an SST-2 split.
 
     Looks in `data_dir`, else ``$ATTNLENS_DATA``, for ``sst2/<split>.tsv`` (or ``<split>.tsv``
-    directly inside the folder); without either, reads Hugging Face ``glue/sst2``.
+    directly inside the folder); without either, reads the copy shipped with attnlens (GLUE's
+    872 dev and 67,349 train sentences), and only if an installation lacks it, Hugging Face
+    ``glue/sst2``.
 
     Args:
         split: ``"dev"`` or ``"train"``.
@@ -127,7 +140,13 @@ def load_sst2(split: str = "dev", *, data_dir: str | os.PathLike | None = None) 
         The split's sentences and labels.
 
     Raises:
-        ValueError: for an unknown split, a folder without the file, or no source at all.
+        ValueError: for an unknown split, a folder without the file, or (an installation without the
+            shipped files) no source at all.
+
+    Example:
+        >>> dev = load_sst2("dev")  # the shipped copy, offline
+        >>> len(dev), dev.sentences[0], dev.labels[0]
+        (872, 'one long string of cliches .', 0)
     """
     path = _sst2_file(split, data_dir)
     return _load_from_hub(split) if path is None else read_sst2_tsv(path)
@@ -141,13 +160,15 @@ def load_sst2_examples(split: str = "dev", *, data_dir: str | os.PathLike | None
 
     Args:
         split: ``"dev"`` or ``"train"``.
-        data_dir: folder holding ``sst2/{train,dev}.tsv``; default ``$ATTNLENS_DATA``, else the hub.
+        data_dir: folder holding ``sst2/{train,dev}.tsv``; default ``$ATTNLENS_DATA``, else the copy
+            shipped with attnlens.
 
     Returns:
         The split's examples in file order.
 
     Raises:
-        ValueError: for an unknown split, a folder without the file, a bad file, or no source at all.
+        ValueError: for an unknown split, a folder without the file, a bad file, or (an installation
+            without the shipped files) no source at all.
 
     Example:
         >>> import tempfile, pathlib

@@ -1,8 +1,14 @@
-"""Which SST-2 classifier to explain when the user names none."""
+"""Which SST-2 classifier to explain when the user names none.
+
+``python -m attnlens.models.defaults`` prints the model `resolve_sst2_model` picks and exits 0,
+or prints why there is none and exits 1: ``make demo`` asks it before fine-tuning a default.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Sequence
 
 from attnlens.models._factory import hub_status
 from attnlens.paths import MODEL_ENV, default_model_dir
@@ -12,10 +18,11 @@ THESIS_MODEL_ID = "textattack/bert-base-uncased-SST-2"
 
 def resolve_sst2_model(model: str | None) -> str:
     """Pick the model: `model`, else ``$ATTNLENS_MODEL``, else the thesis's hub model when it is in
-    the local Hugging Face cache or the hub is reachable, else the locally fine-tuned default.
+    the local Hugging Face cache or the hub is reachable, else the locally fine-tuned default
+    (`attnlens.paths.default_model_dir`, written by ``attnlens finetune``).
 
     Raises:
-        ValueError: when none is available, saying how to get one.
+        ValueError: when none is available, in one line naming ``attnlens finetune`` and ``make demo``.
     """
     if model:
         return model
@@ -29,9 +36,28 @@ def resolve_sst2_model(model: str | None) -> str:
         return str(local)
     raise ValueError(
         f"Expected a model: pass `--model ID|DIR`, set ${MODEL_ENV}, make {THESIS_MODEL_ID} reachable, or run "
-        f"`attnlens finetune` to create {local}, but none of these is available."
+        f"`attnlens finetune` to create {local} (`make demo` does so itself), but none of these is available."
     )
 
 
 def _hub_model_available(model_id: str) -> bool:
     return hub_status(model_id, timeout=5) in ("cached", "available")
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    """Print the resolved default model on stdout (exit 0) or the reason there is none on stderr (exit 1);
+    ``--quiet`` prints nothing."""
+    quiet = "--quiet" in (sys.argv[1:] if argv is None else argv)
+    try:
+        model = resolve_sst2_model(None)
+    except ValueError as err:
+        if not quiet:
+            print(f"attnlens: {err}", file=sys.stderr)
+        return 1
+    if not quiet:
+        print(model)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

