@@ -3,7 +3,8 @@
 Each field with :func:`attnlens._options.option` metadata becomes one option: its type comes from
 the annotation (``bool`` → a switch, ``tuple[str, ...]`` → a comma list, ``int``/``float``/``str``,
 optional when ``| None``), its help and choices from the metadata, and its default from the field,
-shown in ``--help``. A field without a default is required. The command line never restates an
+shown in ``--help``. A field without a default is required; a positional field whose default is
+None may be omitted. The command line never restates an
 option and never mutates a config.
 """
 
@@ -59,6 +60,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) ->
         if meta.get("positional"):
             kwargs.pop("dest")
             many = typing.get_origin(kind) is tuple
+            if has_default and default is None and not many:  # an optional positional (given another way)
+                parser.add_argument(item.name, type=str, nargs="?", default=None, **kwargs)
+                continue
             parser.add_argument(item.name, type=str, nargs="+" if many else None, **kwargs)
             continue
         flag = names[item.name]

@@ -227,7 +227,7 @@ class AttentionMapConfig:
 
     model: str = field(metadata=option("hub id or local folder of a text classifier (or a Mamba LM)",
                                        metavar="ID|DIR"))
-    text: str = field(metadata=option("the sentence to draw"))
+    text: str = field(metadata=option("the sentence to draw", positional=True))
     out: str = field(metadata=option("output file: .png for a PNG, .html for an interactive page (checked before the "
                                      "model loads; written atomically; missing folders are created)", metavar="PATH"))
     alpha: float = field(default=0.9, metadata=option("diffusion strength in [0, 1)"))

@@ -1,4 +1,6 @@
+import json
 import os
+import re
 from html.parser import HTMLParser
 
 import pytest
@@ -92,3 +94,58 @@ def test_explain_checks_the_html_path_before_loading(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="Expected `html` to be in a folder, but .* is a file"):
         explain(missing_model, "good", html=tmp_path / "file" / "x.html")
+
+
+def test_explanation_holds_prediction_and_probabilities(tiny_bert_dir):
+    from attnlens.models.hf_text import load_text_classifier
+
+    adapter = load_text_classifier(str(tiny_bert_dir))
+    result = explain(None, "the plot is boring", target="positive", adapter=adapter)
+    expected = torch.softmax(adapter.predict(["the plot is boring"])[0].double(), dim=-1)
+    torch.testing.assert_close(result.probabilities.double(), expected, atol=1e-6, rtol=0)
+    assert result.prediction == int(expected.argmax()) and result.target == 1 and result.target_label == "positive"
+    assert result.prediction_label == ["negative", "positive"][result.prediction]
+    assert result.text == "the plot is boring"
+    order = sorted(["negative", "positive"], key=lambda label: -float(expected[adapter.class_index(label)]))
+    assert [label for label, _ in result.top_classes] == order
+    assert result.top is None
+
+
+def test_explanation_displays_in_notebooks_as_the_page_fragment(tiny_bert_dir, tmp_path):
+    result = explain(str(tiny_bert_dir), "the movie is good but the plot is boring", html=tmp_path / "p.html", top=3)
+    fragment = result._repr_html_()
+    assert fragment == result.to_html() and fragment in result.html.read_text(encoding="utf-8")
+    assert fragment.startswith('<div class="attnlens-heatmap">') and "<html" not in fragment and "<body" not in fragment
+    assert fragment.count("<tr") == 4 and fragment.count('class="tok"') == 9  # header + top 3; every word coloured
+    assert "explaining" in fragment and re.search(r"Prediction: (negative|positive) \(\d\.\d\d\); ", fragment)
+    checker = _Checker()
+    checker.feed(fragment)
+    assert checker.stack == []
+
+
+def test_explanation_to_dict_is_json_ready(saved_mamba):
+    result = explain(str(saved_mamba), "the movie was", top=2)
+    document = json.loads(json.dumps(result.to_dict()))
+    assert document["tokens"] == ["the", "movie", "was"] and document["special"] == [False] * 3
+    assert len(document["probabilities"]) == 5 and document["prediction_label"] == next(iter(document["probabilities"]))
+    assert sorted(r for r in document["rank"] if r is not None) == [1, 2] and document["top"] == 2
+    assert result.probabilities.shape == (len(WORDS) + 2,) and len(result.top_classes) == 5
+    assert abs(float(result.probabilities.sum()) - 1.0) < 1e-5
+
+
+def test_explain_config_reads_every_non_empty_line_with_one_model_load(saved_mamba, tmp_path, monkeypatch):
+    import attnlens.models as models
+    from attnlens.experiments.explain import ExplainConfig, explain_config
+
+    lines = tmp_path / "lines.txt"
+    lines.write_text("the movie\n\nnot bad at all\n", encoding="utf-8")
+    loads = []
+    real = models.load_adapter
+    monkeypatch.setattr(models, "load_adapter", lambda *a, **k: loads.append(a) or real(*a, **k))
+    results = explain_config(ExplainConfig(model=str(saved_mamba), file=str(lines), html=str(tmp_path / "all.html")))
+    assert [r.text for r in results] == ["the movie", "not bad at all"] and len(loads) == 1
+    assert all(r.html == tmp_path / "all.html" and r.top == 10 for r in results)
+    with pytest.raises(ValueError, match=r"Expected a `text` or a `file`, but got neither\."):
+        explain_config(ExplainConfig(model=str(saved_mamba)))
+    with pytest.raises(ValueError, match=r"Expected `top` to be an integer in \[1, inf\], but got 0\."):
+        explain(str(saved_mamba), "the movie", top=0)

@@ -160,3 +160,61 @@ def test_saliency_decimals_follow_its_scale():
     assert lines[1].split()[-1] == "0.00001600" and lines[2].split()[-1] == "0.00000250"
     lines = _render(token_table(["a"], [1.0], saliency=[123.456])).splitlines()
     assert lines[1].split()[-1] == "123.4560"
+
+
+def _token_styles(text, color_system: str) -> list[str]:
+    """The SGR codes a terminal of `color_system` receives for each token ("" for an unstyled one).
+
+    Each test renders its styles in one colour system only: rich caches a style's codes per style.
+    """
+    import io
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), force_terminal=True, color_system=color_system, width=300)
+    console.print(text, end="")
+    return [m.group(1) or "" for m in re.finditer(r"(?:\x1b\[([\d;]*)m)?([^\x1b\s]+)(?:\x1b\[0m)?",
+                                                    console.file.getvalue())]
+
+
+@pytest.mark.parametrize(("color_system", "at_least"), [("truecolor", 8), ("256", 6), ("standard", 4),
+                                                         ("windows", 4)])
+def test_terminal_heatmap_stays_graded_in_few_colours(color_system, at_least):
+    tokens, ramp = [f"t{i}" for i in range(8)], [i / 7 for i in range(8)]
+    styles = _token_styles(token_heatmap_text(tokens, ramp, color_system=color_system), color_system)
+    assert len(styles) == 8 and len(set(styles)) >= at_least
+    assert styles == sorted(set(styles), key=styles.index) or len(set(styles)) < 8  # equal values never split
+    if color_system == "standard":  # what this replaces: the truecolor shades collapse in 16 colours
+        from rich.color import ColorSystem
+
+        shades = [span.style.bgcolor for span in token_heatmap_text(tokens, ramp).spans]
+        assert len({shade.downgrade(ColorSystem.STANDARD).number for shade in shades}) <= 3
+
+
+def test_terminal_heatmap_palettes_and_unknown_colour_system():
+    ramp = [i / 7 for i in range(8)]
+    styles = _token_styles(token_heatmap_text([f"t{i}" for i in range(8)], ramp, color_system="256"), "256")
+    assert styles[0] == "30;48;5;231" and styles[-1] == "30;48;5;160"  # white up to red in the 256-colour cube
+    standard = _token_styles(token_heatmap_text(["[CLS]", "a", "b"], [5.0, 0.0, 1.0], special=[True, False, False],
+                                                color_system="standard"), "standard")
+    assert standard == ["90", "2", "1;97;41"]  # special bright black, lowest dim, highest bold white on red
+    with pytest.raises(ValueError, match="Expected `color_system` to be None or one of truecolor, 256, standard, "
+                       "windows, but got '8bit'."):
+        token_heatmap_text(["a"], [1.0], color_system="8bit")
+
+
+def test_html_table_honours_top_and_fragment_has_no_page():
+    from attnlens.viz.token_heatmap import token_heatmap_fragment, token_heatmap_page
+
+    tokens, values, special = ["[CLS]", "a", "b", "c"], [0.9, 0.1, 0.3, 0.2], [True, False, False, False]
+    page = token_heatmap_html(tokens, values, special=special, top=2)
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", page)
+    assert [re.findall(r"<td>(.*?)</td>", row)[:3] for row in rows[1:]] == [["1", "2", "b"], ["2", "3", "c"]]
+    fragment = token_heatmap_fragment(tokens, values, special=special, top=2, title="t & u")
+    assert fragment.startswith('<div class="attnlens-heatmap"><style>') and "<html" not in fragment
+    assert "<h2>t &amp; u</h2>" in fragment and fragment.count("<tr") == 3
+    assert token_heatmap_fragment(tokens, values, special=special).count("<tr") == 5  # None: every token
+    both = token_heatmap_page([fragment, fragment], title="two")
+    assert both.count('class="attnlens-heatmap"') == 2 and both.count("<h1>two</h1>") == 1
+    with pytest.raises(ValueError, match=r"Expected `top` to be an integer in \[1, inf\], but got 0."):
+        token_heatmap_html(tokens, values, top=0)
