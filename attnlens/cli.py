@@ -7,7 +7,9 @@ Exit codes: 0 success, 1 runtime error, 2 usage error or bad input (one line on 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 import warnings
 
 from attnlens._checks import ArgumentError, ArgumentTypeError
@@ -82,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("attnlens: interrupted", file=sys.stderr)
+        if threading.active_count() > 1:  # compiled solves still running in worker threads: do not wait for them
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(130)  # outputs are written atomically and shards line by line: nothing is half-written
         return 130
     except Exception as err:  # noqa: BLE001 - the CLI reports every failure in one line
         if args.debug:

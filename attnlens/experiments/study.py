@@ -60,6 +60,8 @@ class StudyOptions:
     split: str | None = field(default=None, metadata=option(
         "split of a folder or hub dataset (default: dev, validation, test or train, the first present)"))
     limit: int | None = field(default=None, metadata=option("first N examples only (default: all)", metavar="N"))
+    max_tokens: int | None = field(default=None, metadata=option(
+        "truncate every text to N tokens (default: the model's maximum)", metavar="N"))
     methods: tuple[str, ...] = field(default=("raw", "rollout", "selective"), metadata=option(
         "comma list of registered methods", choices=list_methods))
     thresholds: tuple[str, ...] = field(default=("0.5", "1", "2"), metadata=option(
@@ -176,6 +178,7 @@ def validate_study(config: StudyOptions) -> list[MethodVariant]:
     _check_choice(config.device, "device", ("cpu", "cuda"))
     _check_device(config.device)
     _check_integer(config.limit, "limit", low=1, allow_none=True, description="a positive integer")
+    _check_integer(config.max_tokens, "max_tokens", low=2, allow_none=True, description="an integer of at least 2")
     _check_integer(config.seed, "seed")
     variants = expand_methods(list(config.methods), threshold=list(config.thresholds), alpha=list(config.alphas),
                               distance=config.distance, head_fusion=config.head_fusion)
@@ -267,7 +270,30 @@ def _prepare(config: StudyOptions, adapter: Adapter | None, examples: Examples |
         raise ArgumentError(f"Expected `model` to be a sequence classifier, but {model_name!r} is a "
                             f"{adapter.family!r} model ({getattr(adapter, 'task', '')}).", "model")
     model_name = str(model_name or getattr(getattr(adapter.model, "config", None), "_name_or_path", "model"))
+    if config.max_tokens is not None and hasattr(adapter, "max_length"):
+        adapter.max_length = min(int(adapter.max_length), config.max_tokens)
+    if any(m.spec.name == "flow" for m in methods):
+        _warn_if_flow_is_long(adapter, examples)
     return methods, adapter, align_labels(examples, adapter), model_name
+
+
+def _warn_if_flow_is_long(adapter: Adapter, examples: Examples, limit_seconds: float = 60.0) -> None:
+    """Attention flow costs ~n⁴ per example: say beforehand when it would take long, and how to cap it."""
+    from attnlens.methods.attention_flow import estimate_flow_seconds  # noqa: PLC0415
+
+    lengths = adapter.count_tokens(examples.texts)
+    seconds = estimate_flow_seconds(lengths, adapter.num_layers)
+    if seconds > limit_seconds:
+        warnings.warn(f"attention flow on these {len(lengths)} examples (up to {max(lengths)} tokens) will take about "
+                      f"{_duration(seconds)} on one thread; cap the tokens with --max-tokens N (cost grows as n⁴), "
+                      f"use --limit, or leave flow out.", stacklevel=3)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def align_labels(examples: Examples, adapter: Adapter) -> Examples:

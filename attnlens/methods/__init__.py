@@ -1,7 +1,7 @@
 """Pure, batched torch functions turning attention into joint attention or relevance."""
 
 from attnlens.methods._common import fuse_heads
-from attnlens.methods.attention_flow import attention_flow
+from attnlens.methods.attention_flow import attention_flow, estimate_flow_seconds
 from attnlens.methods.hidden_attention import hidden_attention
 from attnlens.methods.mamba_attr import mamba_attr
 from attnlens.methods.network_diffusion import network_diffusion
@@ -13,6 +13,7 @@ from attnlens.methods.selective_rollout import SelectiveRollout, selective_rollo
 __all__ = [
     "SelectiveRollout",
     "attention_flow",
+    "estimate_flow_seconds",
     "fuse_heads",
     "hidden_attention",
     "mamba_attr",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 
 import numpy as np
 import torch
@@ -27,6 +28,42 @@ def _attention_flow_check(attn: Tensor, layer: int | None, progress: object, wor
         raise ValueError(f"Expected `attn` to be non-negative, but got a minimum of {attn.min().item():.3g}.")
     wanted = list(range(layers)) if layer is None else [layer % layers]
     return layers, wanted
+
+
+# seconds per (example, top layer) solve ≈ _SECONDS_PER_N4 · n⁴ · (layers below it), measured with one
+# thread on the development VM (1.1–2.0e-8 for n = 32…128, L = 6); a rough guide, not a promise
+_SECONDS_PER_N4 = 1.5e-8
+
+
+def estimate_flow_seconds(lengths: list[int], layers: int, *, every_layer: bool = True) -> float:
+    """Rough single-thread time of :func:`attention_flow` for examples of `lengths` valid tokens.
+
+    The exact max flows cost about ``c · n⁴`` per layer below the source layer (c ≈ 1.5e-8 s on
+    the development VM); with every layer as a source the layers sum to ``L (L + 1) / 2``.
+
+    Args:
+        lengths: valid tokens per example.
+        layers: L.
+        every_layer: sources at every layer (the study) or at the last one only.
+
+    Returns:
+        Estimated seconds.
+
+    Example:
+        >>> round(estimate_flow_seconds([100], 12, every_layer=False))
+        18
+    """
+    depth = layers * (layers + 1) / 2 if every_layer else layers
+    return float(sum(_SECONDS_PER_N4 * depth * n ** 4 for n in lengths))
+
+
+def _result_interruptibly(future, poll: float = 0.2):
+    """The future's result, waiting in short slices so a KeyboardInterrupt is seen promptly."""
+    while True:
+        try:
+            return future.result(timeout=poll)
+        except FuturesTimeout:
+            continue
 
 
 def attention_flow(
@@ -99,16 +136,25 @@ def attention_flow(
         return _layered_max_flows(compact[b][1][: top + 1])
 
     threads = min(len(tasks), workers if workers is not None else torch.get_num_threads())
-    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None  # a pool costs more than tiny inputs
+    # A pool costs more than tiny inputs; above that, solves run off the main thread so that Ctrl-C
+    # (delivered to the main thread only) interrupts the wait within a fraction of a second.
+    long_running = estimate_flow_seconds([len(v) for v, _ in compact], layers, every_layer=layer is None) > 1.0
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 or long_running else None
+    finished = False
     try:
-        results = pool.map(solve, tasks) if pool is not None else map(solve, tasks)
+        if pool is None:
+            results = map(solve, tasks)
+        else:
+            futures = [pool.submit(solve, task) for task in tasks]
+            results = (_result_interruptibly(future) for future in futures)
         for done, ((b, slot, _), solved) in enumerate(zip(tasks, results), start=1):
             valid = compact[b][0]
             flows[b, slot][np.ix_(valid, valid)] = solved
             if progress is not None:
                 progress(done, len(tasks))
+        finished = True
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:  # on an interrupt, do not wait for the compiled solves still running
+            pool.shutdown(wait=finished, cancel_futures=True)
     result = _normalize_rows(torch.from_numpy(flows)).to(device=attn.device, dtype=attn.dtype)
     return result if layer is None else result[:, 0]

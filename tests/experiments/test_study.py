@@ -161,3 +161,20 @@ def test_sst2_preset_equals_the_study_on_the_shared_files(tmp_path):
     drop = {"id"}
     assert [{k: v for k, v in r.items() if k not in drop} for r in rows_one] == [
         {k: v for k, v in r.items() if k not in drop} for r in rows_two]
+
+
+def test_long_flow_runs_are_announced_and_tokens_can_be_capped(three_class_bert, tmp_path, capsys):
+    path = tmp_path / "long.csv"
+    path.write_text("text,label\n" + "".join(f"{' '.join(['good'] * 60)},{i % 3}\n" for i in range(400)),
+                    encoding="utf-8")
+    adapter = load_adapter(str(three_class_bert))
+    config = StudyConfig(data=str(path), methods=("flow",), limit=1)
+    from attnlens.experiments.study import _prepare
+
+    with pytest.warns(UserWarning, match=r"attention flow on these 400 examples \(up to 62 tokens\) will take about"):
+        _prepare(dataclasses.replace(config, limit=None), adapter, None)
+    capped = run_study(dataclasses.replace(config, max_tokens=8), adapter=adapter)
+    assert capped.table.tokens.tolist() == [8]
+    assert main(["study", "--model", str(three_class_bert), "--data", str(path), "--max-tokens", "1",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "Expected `--max-tokens` to be an integer of at least 2, but got 1." in capsys.readouterr().err
