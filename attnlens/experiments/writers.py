@@ -63,7 +63,24 @@ def write_layers_png(summary: StudySummary, folder: Path) -> None:
     """``layers.png``: median per layer, one line per method, the 95 % interval shaded."""
     from attnlens.viz.layer_curves import plot_layer_curves  # noqa: PLC0415
 
-    plot_layer_curves(summary.method_dicts(), folder / "layers.png", title=f"{summary.title}: {summary.model}")
+    settings = summary.settings
+    reference = f"{settings.get('saliency', 'sum_abs')} input gradients at {settings.get('saliency_at', 'layer_input')}"
+    plot_layer_curves(summary.method_dicts(), folder / "layers.png",
+                      title=f"{summary.title}: {model_display_name(summary.model)}, {summary.n_examples} examples",
+                      ylabel=f"median Spearman ρ with {reference}")
+
+
+def model_display_name(model: str) -> str:
+    """A model's name for titles: a hub id as it is, a local folder by its last part.
+
+    Example:
+        >>> model_display_name("/home/me/models/minilm-sst2"), model_display_name("textattack/bert-base-uncased-SST-2")
+        ('minilm-sst2', 'textattack/bert-base-uncased-SST-2')
+    """
+    from pathlib import Path  # noqa: PLC0415
+
+    path = Path(model).expanduser()
+    return path.name if model.startswith(("/", ".", "~")) or path.exists() else model
 
 
 def write_study_outputs(summary: StudySummary, out_dir: str | Path) -> Path:
@@ -83,6 +100,7 @@ def write_study_outputs(summary: StudySummary, out_dir: str | Path) -> Path:
 
 __all__ = [
     "OUTPUT_FILES",
+    "model_display_name",
     "write_layers_png",
     "write_per_example_csv",
     "write_results_csv",
