@@ -20,12 +20,12 @@ class SST2StudyConfig(StudyOptions):
     """Options of ``attnlens sst2`` (see :class:`~attnlens.experiments.study.StudyOptions` for the rest).
 
     Attributes:
-        data: folder holding ``sst2/{train,dev}.tsv``; None uses ``$ATTNLENS_DATA`` or the hub.
+        data: folder holding ``sst2/{train,dev}.tsv``; None uses ``$ATTNLENS_DATA``, else the packaged copy.
         split: ``"dev"`` or ``"train"``.
     """
 
     data: str | None = field(default=None, metadata=option(
-        "folder holding sst2/{train,dev}.tsv (default: $ATTNLENS_DATA, else the hub)", metavar="DIR",
+        "folder holding sst2/{train,dev}.tsv (default: $ATTNLENS_DATA, else the copy packaged with attnlens)", metavar="DIR",
         aliases=("data_dir",)))
     split: str = field(default="dev", metadata=option("SST-2 split", choices=SPLITS))
 

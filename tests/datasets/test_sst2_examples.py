@@ -58,7 +58,10 @@ def test_preset_reads_the_environment_variable(tmp_path, monkeypatch):
     assert load_sst2_examples("train").ids == ["sst2-train-0"]
 
 
-def test_preset_from_the_hub(monkeypatch):
+def test_preset_from_the_hub(monkeypatch, tmp_path):
+    import attnlens.datasets.sst2
+
+    monkeypatch.setattr(attnlens.datasets.sst2, "_PACKAGED_DIR", tmp_path)  # an installation without the packaged copy
     module = types.ModuleType("datasets")
     calls = []
 

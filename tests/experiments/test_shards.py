@@ -167,20 +167,20 @@ def test_torchrun_two_processes_on_gloo_equal_one_process_and_shards_with_merge(
 @needs_shared_data
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    job = subprocess.Popen(_real_study(killed, "--batch-size", "4"), env=_env())
+    job = subprocess.Popen(_real_study(killed, "--batch-size", "2"), env=_env())  # 48 batches: time to kill
     shard = shard_folder(killed) / "shard-00000-of-00001.jsonl"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and job.poll() is None:
         if shard.exists() and shard.read_bytes().count(b'{"batch"') >= 1:
             break
-        time.sleep(0.02)
+        time.sleep(0.005)
     assert job.poll() is None, "the run ended before it could be killed"
     job.send_signal(signal.SIGKILL)
     job.wait(timeout=60)
     done = read_shard(shard)
     assert done.footer is None and 0 < done.examples_done < 96 and not killed.exists()
-    subprocess.run(_real_study(killed, "--batch-size", "4", "--resume"), check=True, env=_env(), timeout=300)
-    subprocess.run(_real_study(whole, "--batch-size", "4"), check=True, env=_env(), timeout=300)
+    subprocess.run(_real_study(killed, "--batch-size", "2", "--resume"), check=True, env=_env(), timeout=300)
+    subprocess.run(_real_study(whole, "--batch-size", "2"), check=True, env=_env(), timeout=300)
     assert _methods(killed) == _methods(whole)  # the resumed run: exactly the uninterrupted one
 
 
