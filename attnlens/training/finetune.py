@@ -25,6 +25,7 @@ import torch
 from attnlens._checks import ArgumentError, _check_creatable_folder, _check_device, _check_integer, _check_number
 from attnlens._files import _write_folder_atomically
 from attnlens._options import option
+from attnlens.models._loading import quiet_transformers
 from attnlens.datasets.sst2 import load_sst2
 from attnlens.paths import default_model_dir
 
@@ -262,7 +263,7 @@ def _check_encoder_config(base: str) -> None:
     )
 
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             config = AutoConfig.from_pretrained(base)
     except Exception as err:  # noqa: BLE001 - any loading failure (missing, offline, corrupt) means "unusable base"
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -286,29 +287,12 @@ def _check_encoder_config(base: str) -> None:
 # ----------------------------------------------------------------------------------------------- model
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load report and weight-loading bar; we check the loading info ourselves."""
-    from transformers.utils import logging as hf_logging  # noqa: PLC0415
-
-    verbosity = hf_logging.get_verbosity()
-    bar_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bar_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def _load_classifier(base: str) -> tuple[Any, Any]:
     """Load `base` with a new 2-way head in float32; only head and pooler weights may be new."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
 
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 base, num_labels=len(_LABELS), id2label=dict(enumerate(_LABELS)),
                 label2id={name: i for i, name in enumerate(_LABELS)}, dtype=torch.float32,
@@ -480,7 +464,7 @@ def _progress_bar(enabled: bool) -> Iterator[Any]:
 def _save(model: Any, tokenizer: Any, record: dict[str, Any], folder: Path) -> None:
     model.to(torch.float16)
     model.config.dtype = torch.float16
-    with _quiet_transformers():
+    with quiet_transformers():
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
     (folder / RESULT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
