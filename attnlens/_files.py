@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -89,7 +90,8 @@ def _write_folder_atomically(out_dir: str | os.PathLike, fill: Callable[[Path], 
     Nothing half-written is left behind: on any error (or interrupt) the staging folder is
     removed and an existing `out_dir` is left as it was. Missing parent folders are created
     (and stay). The staged folder and everything in it get the modes a plain ``mkdir``/``open``
-    would give (folders ``0o777 & ~umask``, files ``0o666 & ~umask``).
+    would give (folders ``0o777 & ~umask``, files ``0o666 & ~umask``); a folder that replaces an
+    existing one (an empty one the user made, say) takes that folder's mode.
 
     An existing `out_dir` is moved aside, the staging folder renamed in, and the old folder
     deleted; if the rename fails, the old folder is put back. Callers check, before any work,
@@ -127,6 +129,7 @@ def _write_folder_atomically(out_dir: str | os.PathLike, fill: Callable[[Path], 
         fill(staging)
         _apply_umask(staging)
         if target.exists():
+            os.chmod(staging, stat.S_IMODE(target.stat().st_mode))  # a replaced folder keeps its own mode
             previous = target.with_name(f".{target.name}.old-{os.getpid()}")
             target.rename(previous)
         try:

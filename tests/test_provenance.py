@@ -40,3 +40,15 @@ def test_a_truncated_weights_file_names_its_cause(tiny_bert_dir, tmp_path, capsy
     assert len(err.splitlines()) == 1 and "failed (" in err
     cause = err.split("failed (", 1)[1]
     assert ":" in cause and len(cause) > len("SafetensorError: )")  # the exception's own words, not just its name
+
+
+def test_an_existing_empty_output_folder_keeps_its_mode(tiny_bert_dir, tiny_sst2_dir, tmp_path):
+    import os
+    import stat
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    os.chmod(out, 0o775)
+    assert main(["--quiet", "sst2", "--model", str(tiny_bert_dir), "--data", str(tiny_sst2_dir), "--limit", "4",
+                 "--out", str(out)]) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o775 and (out / "results.json").is_file()
