@@ -41,6 +41,8 @@ class AttentionMap(NamedTuple):
         relevance_after: `(n,)` rollout relevance of `after`.
         alpha: the diffusion strength used.
         reduce: how rollout's last joint attention was reduced to relevance.
+        caption: what the figure shows in one line (the text, the model's name and its
+            prediction), empty when unknown.
     """
 
     tokens: list[str]
@@ -50,6 +52,7 @@ class AttentionMap(NamedTuple):
     relevance_after: Tensor
     alpha: float
     reduce: str
+    caption: str = ""
 
 
 def compute_attention_map(
@@ -178,7 +181,7 @@ def attention_map(
     amap = attention_map_data(model, text, alpha=alpha, reduce=reduce, top_k=top_k, head_fusion=head_fusion,
                               residual=residual, method=method, device=device)
     if html:
-        return attention_map_html(amap, out, title=f"attnlens attention map: {text}")
+        return attention_map_html(amap, out, title=f"attnlens attention map: {amap.caption or text}")
     return plot_attention_map(amap, out)
 
 
@@ -203,8 +206,22 @@ def attention_map_data(
     trace = model.trace([text], saliency=None)
     valid = trace.mask[0].nonzero().squeeze(-1)
     attentions = trace.attentions[0][..., valid[:, None], valid[None, :]]
-    return compute_attention_map(attentions, list(trace.tokens[0]), alpha=alpha, reduce=reduce, top_k=top_k,
+    amap = compute_attention_map(attentions, list(trace.tokens[0]), alpha=alpha, reduce=reduce, top_k=top_k,
                                  residual=residual, head_fusion=head_fusion, method=method)
+    return amap._replace(caption=_caption(model, text, trace))
+
+
+def _caption(adapter: object, text: str, trace) -> str:
+    """``"text" — model name, predicted 'label' (p)``: what a reader needs to read the figure alone."""
+    from attnlens.experiments.writers import model_display_name  # noqa: PLC0415
+
+    config = getattr(getattr(adapter, "model", None), "config", None)
+    name = model_display_name(str(getattr(config, "_name_or_path", "") or type(adapter).__name__))
+    probabilities = torch.softmax(trace.logits[0].detach().double(), dim=-1)
+    predicted = int(probabilities.argmax())
+    label = adapter.label(predicted) if hasattr(adapter, "label") else str(predicted)
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    return f"\"{shown}\" — {name}, predicted {label!r} ({float(probabilities[predicted]):.2f})"
 
 
 def _output_format(out: object, html: bool | None, name: str) -> bool:

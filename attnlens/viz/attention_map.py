@@ -29,47 +29,82 @@ if TYPE_CHECKING:  # the computation lives in experiments; views only draw it
 _MAX_LABELLED_TOKENS = 80
 
 
-def plot_attention_map(amap: AttentionMap, out: str | os.PathLike, *, dpi: int = 120) -> Path:
+# one palette for the PNG and the HTML page: white to blue, on a square-root scale (the page's `color`)
+PALETTE_END = (55, 105, 215)
+_MAX_FIGURE_INCHES = 18.0  # the larger side of the PNG, at most (2,160 px at 120 dpi)
+
+
+def _colormap():
+    from matplotlib.colors import LinearSegmentedColormap  # noqa: PLC0415
+
+    return LinearSegmentedColormap.from_list("attnlens", [(1.0, 1.0, 1.0), tuple(c / 255 for c in PALETTE_END)])
+
+
+def plot_attention_map(amap: AttentionMap, out: str | os.PathLike, *, dpi: int = 120, shared_scale: bool = True) -> Path:
     """Draw every layer's matrix before and after diffusion side by side, and the relevance bars, to a PNG.
+
+    Rows are queries, columns keys. The figure is titled with ``amap.caption`` (the text, the
+    model and its prediction), uses the HTML page's palette (white to blue, square-root scale),
+    lays out two layers per row beyond three layers, and stays within 18 inches a side.
 
     Args:
         amap: what ``attnlens.experiments.attention_map.compute_attention_map`` returned.
         out: path of the PNG to write (atomically; parent folders are created).
         dpi: resolution.
+        shared_scale: one colour scale for every panel (compare layers and before/after by
+            colour); False scales each panel to its own maximum.
 
     Returns:
         The path written.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import PowerNorm
     from matplotlib.figure import Figure
 
     layers, n = amap.before.shape[0], amap.before.shape[-1]
     labelled = n <= _MAX_LABELLED_TOKENS
-    cell = min(0.3, max(0.1, 6.0 / n))
-    side = max(2.5, cell * n + 1.2)
-    figure = Figure(figsize=(2 * side + 1.0, side * layers + 2.8), dpi=dpi, layout="constrained")
+    per_row = 2 if layers > 3 else 1  # layers side by side: (before, after) pairs
+    rows = -(-layers // per_row)
+    side = min(4.0, max(2.5, 0.22 * n + 1.2))
+    scale = min(1.0, _MAX_FIGURE_INCHES / max(2 * per_row * side + 1.0, rows * side + 3.4))
+    figure = Figure(figsize=((2 * per_row * side + 1.0) * scale, (rows * side + 3.4) * scale), dpi=dpi,
+                    layout="constrained")
     FigureCanvasAgg(figure)
-    grid = figure.add_gridspec(layers + 1, 2, height_ratios=[side] * layers + [2.4])
-    font = max(4.0, min(9.0, 200.0 / n))
+    if amap.caption:
+        figure.suptitle(amap.caption, fontsize=10)
+    grid = figure.add_gridspec(rows + 1, 2 * per_row, height_ratios=[side] * rows + [2.4])
+    font = max(3.5, min(8.0, 160.0 / n)) * max(scale, 0.6)
+    highest = float(max(amap.before.max(), amap.after.max()))
+    cmap = _colormap()
+    image = None
     for layer in range(layers):
         panels = (("before", amap.before), (f"after (α = {amap.alpha:g})", amap.after))
         for column, (name, matrices) in enumerate(panels):
-            axes = figure.add_subplot(grid[layer, column])
-            image = axes.imshow(matrices[layer].numpy(), cmap="viridis", vmin=0.0, interpolation="nearest")
-            axes.set_title(f"layer {layer + 1}: {name}", fontsize=9)
+            axes = figure.add_subplot(grid[layer // per_row, 2 * (layer % per_row) + column])
+            values = matrices[layer].numpy()
+            top = highest if shared_scale else float(values.max())
+            image = axes.imshow(values, cmap=cmap, norm=PowerNorm(0.5, vmin=0.0, vmax=max(top, 1e-12)),
+                                interpolation="nearest")
+            axes.set_title(f"layer {layer + 1}: {name}", fontsize=8)
+            axes.set_xlabel("key", fontsize=7)
+            axes.set_ylabel("query", fontsize=7)
             if labelled:
                 axes.set_xticks(range(n), amap.tokens, rotation=90, fontsize=font)
                 axes.set_yticks(range(n), amap.tokens, fontsize=font)
             else:
                 axes.set_xticks([])
                 axes.set_yticks([])
-            figure.colorbar(image, ax=axes, shrink=0.8)
-    bars = figure.add_subplot(grid[layers, :])
+            if not shared_scale:
+                figure.colorbar(image, ax=axes, shrink=0.8)
+    if shared_scale and image is not None:
+        figure.colorbar(image, ax=figure.axes, shrink=0.6, label="attention weight (shared scale)")
+    bars = figure.add_subplot(grid[rows, :])
     positions = torch.arange(n, dtype=torch.float64).numpy()
-    bars.bar(positions - 0.2, amap.relevance_before.numpy(), width=0.4, label="rollout")
-    bars.bar(positions + 0.2, amap.relevance_after.numpy(), width=0.4,
-             label=f"rollout after diffusion (α = {amap.alpha:g})")
-    bars.set_title(f"rollout relevance (reduce = {amap.reduce!r})", fontsize=9)
+    bars.bar(positions - 0.2, amap.relevance_before.numpy(), width=0.4, label="before diffusion", color="#7570b3")
+    bars.bar(positions + 0.2, amap.relevance_after.numpy(), width=0.4, label=f"after diffusion (α = {amap.alpha:g})",
+             color="#d95f02")
+    bars.set_title(f"relevance (reduce = {amap.reduce!r})", fontsize=9)
+    bars.set_ylabel("relevance", fontsize=8)
     bars.legend(fontsize=8)
     if labelled:
         bars.set_xticks(positions, amap.tokens, rotation=90, fontsize=font)
@@ -97,7 +132,9 @@ h2 { font-size: 15px; margin: .2em 0; }
 <body>
 <h1 style="font-size:18px">__TITLE__</h1>
 <p>Head-fused attention per layer (layer 1 is the first), before and after Network Diffusion (rows = queries).
-Hover a token label or a cell to see that token's row; the last chart shows the rollout relevance of both.</p>
+Hover a token label or a cell to see that token's row; every matrix shares the colour scale of the legend (white
+= 0, square-root scale); the last chart shows the relevance of both.</p>
+<div id="legend"></div>
 <div id="row">Hover a token.</div>
 <div id="layers"></div>
 <h2>Rollout relevance (reduce = __REDUCE__)</h2>
@@ -115,6 +152,7 @@ Hover a token label or a cell to see that token's row; the last chart shows the 
     if (parent) parent.appendChild(node);
     return node;
   }
+  const highest = data.layers.reduce((m, l) => Math.max(m, ...l.before.flat(), ...l.after.flat()), 0);
   function color(value, max) {
     const t = max > 0 ? Math.sqrt(value / max) : 0;
     return "rgb(" + Math.round(255 - 200 * t) + "," + Math.round(255 - 150 * t) + "," + Math.round(255 - 40 * t) + ")";
@@ -142,7 +180,7 @@ Hover a token label or a cell to see that token's row; the last chart shows the 
     const size = label + n * cell + 4;
     const svg = el("svg", {width: size, height: size}, wrap);
     const values = data.layers[layer][which];
-    const max = values.reduce((m, r) => Math.max(m, ...r), 0);
+    const max = highest;  // one colour scale for every matrix, as in the PNG
     for (let i = 0; i < n; i++) {
       const text = el("text", {x: label - 4, y: label + i * cell + cell * 0.75, "text-anchor": "end",
                               class: "token", "data-index": i}, svg);
@@ -160,6 +198,13 @@ Hover a token label or a cell to see that token's row; the last chart shows the 
     }
     parent.appendChild(wrap);
   }
+  const legend = el("svg", {width: 260, height: 34}, document.getElementById("legend"));
+  for (let k = 0; k < 100; k++) {
+    el("rect", {x: 10 + 2 * k, y: 2, width: 2, height: 14, fill: color(highest * (k / 99) ** 2, highest)}, legend);
+  }
+  el("text", {x: 10, y: 30, class: "token"}, legend).textContent = "0";
+  el("text", {x: 210, y: 30, "text-anchor": "end", class: "token"}, legend).textContent = highest.toFixed(3);
+  el("text", {x: 216, y: 14, class: "token"}, legend).textContent = "weight";
   const layers = document.getElementById("layers");
   data.layers.forEach((_, layer) => {
     const row = document.createElement("div");

@@ -87,3 +87,22 @@ def test_layers_are_numbered_from_one(generator: torch.Generator, tmp_path: Path
     page = attention_map_html(amap, tmp_path / "map.html").read_text(encoding="utf-8")
     assert '"layer " + (layer + 1)' in page and '"layer " + layer +' not in page
     assert sorted(p.name for p in tmp_path.iterdir()) == ["map.html", "map.png"]  # written atomically, no leftovers
+
+
+def test_png_stays_bounded_and_html_shares_one_scale(tmp_path):
+    import struct
+
+    import torch
+
+    from attnlens.experiments.attention_map import compute_attention_map
+    from attnlens.viz.attention_map import attention_map_html, plot_attention_map
+
+    generator = torch.Generator().manual_seed(0)
+    attn = torch.softmax(torch.randn(6, 2, 18, 18, generator=generator, dtype=torch.float64), dim=-1)
+    amap = compute_attention_map(attn, [f"t{i}" for i in range(18)], alpha=0.9)._replace(caption='"a text" — m')
+    png = plot_attention_map(amap, tmp_path / "map.png")
+    width, height = struct.unpack(">II", png.read_bytes()[16:24])
+    assert max(width, height) <= 18 * 120 and width > 0  # was 1704 × 5088 for 18 tokens and 6 layers
+    plot_attention_map(amap, tmp_path / "own.png", shared_scale=False)
+    page = attention_map_html(amap, tmp_path / "map.html").read_text()
+    assert 'id="legend"' in page and "const max = highest" in page and "rgb(" in page
