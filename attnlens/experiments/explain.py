@@ -196,6 +196,18 @@ def _explain_check(text: object, *, method: str, start_layer: int, threshold: fl
     _check_integer(top, "top", low=1, allow_none=True)
 
 
+def _warn_if_flow_is_long(tokens: int, layers: int, limit_seconds: float = 30.0) -> None:
+    """Attention flow costs ~n⁴: say beforehand when one text would take long."""
+    import warnings  # noqa: PLC0415
+
+    from attnlens.methods.attention_flow import estimate_flow_seconds  # noqa: PLC0415
+
+    seconds = estimate_flow_seconds([tokens], layers, every_layer=False)
+    if seconds > limit_seconds:
+        warnings.warn(f"attention flow on {tokens} tokens will take about {seconds / 60:.0f} minutes on one thread "
+                      f"(its cost grows as n⁴); Ctrl-C stops it.", stacklevel=3)
+
+
 def explain(
     model_name_or_path: str | None,
     text: str,
@@ -263,6 +275,8 @@ def explain(
         raise ArgumentError(_missing_needs_message(adapter, family, method), "method")
     trace = adapter.trace([text], target=target)
     variant = method_variant(method, start_layer=start_layer, threshold=threshold, alpha=alpha, head_fusion=head_fusion)
+    if method == "flow":
+        _warn_if_flow_is_long(int(trace.mask[0].sum()), trace.attentions.shape[1])
     joint = variant.compute(MethodCache(trace.attentions, trace.mask, extras=trace.extras)).joint[:, -1]
     valid = trace.mask[0]
     scores = relevance(joint, mask=trace.mask, reduce="readout", readout=trace.readout)[0][valid]

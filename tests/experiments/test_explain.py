@@ -149,3 +149,15 @@ def test_explain_config_reads_every_non_empty_line_with_one_model_load(saved_mam
         explain_config(ExplainConfig(model=str(saved_mamba)))
     with pytest.raises(ValueError, match=r"Expected `top` to be an integer in \[1, inf\], but got 0\."):
         explain(str(saved_mamba), "the movie", top=0)
+
+
+def test_flow_on_a_long_text_is_announced():
+    from attnlens.experiments.explain import _warn_if_flow_is_long
+
+    with pytest.warns(UserWarning, match=r"attention flow on 200 tokens will take about \d+ minutes"):
+        _warn_if_flow_is_long(200, 6)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_flow_is_long(20, 6)  # seconds: no warning
