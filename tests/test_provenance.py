@@ -52,3 +52,16 @@ def test_an_existing_empty_output_folder_keeps_its_mode(tiny_bert_dir, tiny_sst2
     assert main(["--quiet", "sst2", "--model", str(tiny_bert_dir), "--data", str(tiny_sst2_dir), "--limit", "4",
                  "--out", str(out)]) == 0
     assert stat.S_IMODE(out.stat().st_mode) == 0o775 and (out / "results.json").is_file()
+
+
+def test_loading_a_mamba_model_is_quiet(tmp_path, capfd):
+    from attnlens.models import load_adapter
+    from tests.conftest import WORDS, tiny_mamba_lm, word_level_tokenizer
+
+    folder = tmp_path / "mamba"
+    tiny_mamba_lm(len(WORDS) + 2).save_pretrained(folder)
+    word_level_tokenizer(WORDS).save_pretrained(folder)
+    capfd.readouterr()
+    load_adapter(str(folder))
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""  # no weight-loading bar, no fast-path fallback warning

@@ -145,7 +145,9 @@ Hover a token label or a cell to see that token's row; every matrix shares the c
   "use strict";
   const data = JSON.parse(document.getElementById("attnlens-data").textContent);
   const NS = "http://www.w3.org/2000/svg";
-  const n = data.tokens.length, cell = Math.max(6, Math.min(22, Math.floor(440 / n))), label = 90;
+  const n = data.tokens.length, label = 90;
+  // two matrices side by side fill the window's width (cells of 6 to 40 px)
+  const cell = Math.max(6, Math.min(40, Math.floor((window.innerWidth - 2 * label - 120) / (2 * n))));
   function el(name, attrs, parent) {
     const node = document.createElementNS(NS, name);
     for (const key in attrs) node.setAttribute(key, attrs[key]);
