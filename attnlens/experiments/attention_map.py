@@ -142,6 +142,7 @@ def attention_map(
     head_fusion: str = "mean",
     residual: bool = True,
     method: str = "rollout",
+    shared_scale: bool = True,
     device: str | torch.device = "cpu",
 ) -> Path:
     """Draw one text's per-layer attention before and after diffusion, with rollout relevance bars.
@@ -166,6 +167,7 @@ def attention_map(
         head_fusion: ``"mean"``, ``"max"`` or ``"min"`` over heads.
         residual: add the identity for the residual connection in rollout.
         method: the registered method giving the relevance bars (default Attention Rollout).
+        shared_scale: one colour scale for every matrix of a PNG (False: each panel its own).
         device: where a model loaded by name runs.
 
     Returns:
@@ -182,7 +184,7 @@ def attention_map(
                               residual=residual, method=method, device=device)
     if html:
         return attention_map_html(amap, out, title=f"attnlens attention map: {amap.caption or text}")
-    return plot_attention_map(amap, out)
+    return plot_attention_map(amap, out, shared_scale=shared_scale)
 
 
 def attention_map_data(
@@ -256,6 +258,8 @@ class AttentionMapConfig:
     head_fusion: str = field(default="mean", metadata=option("how heads are fused", choices=("mean", "max", "min")))
     residual: bool = field(default=True, metadata=option("rollout with the residual identity (--no-residual: "
                                                          "without)"))
+    shared_scale: bool = field(default=True, metadata=option(
+        "one colour scale for every matrix of the PNG (--no-shared-scale: each panel its own)"))
     method: str = field(default="rollout", metadata=option(
         "registered method giving the relevance bars of both matrices", choices=lambda: list_methods(
             needs=("attention",))))
@@ -267,4 +271,5 @@ def attention_map_from_config(config: AttentionMapConfig) -> Path:
     return attention_map(config.model, config.text, alpha=config.alpha, out=config.out,
                          html=True if config.html else None, reduce=config.reduce, top_k=config.top_k,
                          head_fusion=config.head_fusion, residual=config.residual, method=config.method,
+                         shared_scale=config.shared_scale,
                          device=config.device)
