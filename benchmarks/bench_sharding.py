@@ -49,7 +49,7 @@ def shard_cost(args: argparse.Namespace) -> dict[str, float]:
 
     torch.set_num_threads(1)
     config = SST2StudyConfig(model=args.model, data=args.data, limit=args.limit, batch_size=args.batch_size)
-    methods, adapter, examples, _ = _prepare(config, None, None)
+    methods, adapter, examples, _, _ = _prepare(config, None, None)
     options = config.score_options()
     score(adapter, examples[:32], methods, options=options)  # warm-up
     plain, written, merged, writing = [], [], [], []

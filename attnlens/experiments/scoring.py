@@ -97,6 +97,7 @@ def score(
     progress: ProgressFn | None = None,
     skip_batches: Collection[int] = (),
     on_batch: Callable[[int, ScoreTable], None] | None = None,
+    lengths: Sequence[int] | None = None,
 ) -> ScoreTable:
     """Score every example with every method at every layer.
 
@@ -113,6 +114,8 @@ def score(
             because a resumed shard already holds them.
         on_batch: called with (batch number, its :class:`ScoreTable`) for every scored batch, one
             batch late (after the next batch's work is queued, so a device is never idle waiting).
+        lengths: every example's token count, as ``adapter.count_tokens`` gives it, when the caller
+            has counted already; None counts here.
 
     Returns:
         A :class:`ScoreTable` with one row per example × method × layer, in source order (the
@@ -128,7 +131,10 @@ def score(
     gold = [example.label for example in examples]
     if options.target == "gold" and any(label is None for label in gold):
         raise ValueError("Expected every example to have a label when `target` is 'gold', but some have none.")
-    lengths = adapter.count_tokens(texts)
+    lengths = list(adapter.count_tokens(texts) if lengths is None else lengths)
+    if len(lengths) != len(texts):
+        raise ValueError(f"Expected `lengths` to hold one token count per example ({len(texts)}), but got "
+                         f"{len(lengths)}.")
     total, layers, count = len(texts), adapter.num_layers, len(methods)
     names, families = [m.name for m in methods], {m.name: m.family for m in methods}
     timings = {"model": 0.0, "methods": 0.0, "transfer": 0.0}

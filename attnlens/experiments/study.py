@@ -233,11 +233,12 @@ def run_study(config: StudyOptions, *, adapter: Adapter | None = None, examples:
     Raises:
         ValueError: on bad options, data or model (one line each).
     """
-    methods, adapter, examples, model_name = _prepare(config, adapter, examples)
+    methods, adapter, examples, model_name, lengths = _prepare(config, adapter, examples)
     meta = {"model": model_name, "data": getattr(examples, "source", None), **_settings(config)}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = score(adapter, examples, methods, options=config.score_options(), meta=meta, progress=progress)
+        table = score(adapter, examples, methods, options=config.score_options(), meta=meta, progress=progress,
+                      lengths=lengths)
     _report_warnings(caught, adapter, len(examples))
     return StudyResult(table=table, summary=_summarize(table, config, model_name, examples))
 
@@ -252,9 +253,11 @@ def _summarize(table: ScoreTable, config: StudyOptions, model_name: str, example
 
 
 def _prepare(config: StudyOptions, adapter: Adapter | None, examples: Examples | None, *,
-             device: str | None = None) -> tuple[list[MethodVariant], Adapter, Examples, str]:
-    """Check the options, load the examples and the model; return (methods, adapter, examples, model name)."""
-    methods = validate_study(config)
+             device: str | None = None, methods: list[MethodVariant] | None = None,
+             ) -> tuple[list[MethodVariant], Adapter, Examples, str, list[int]]:
+    """Check the options (unless `methods` says they were), load the examples and the model, and count
+    every example's tokens once; return (methods, adapter, examples, model name, token counts)."""
+    methods = validate_study(config) if methods is None else methods
     if examples is None:
         examples = config.load_examples()
     elif config.limit is not None:
@@ -272,17 +275,17 @@ def _prepare(config: StudyOptions, adapter: Adapter | None, examples: Examples |
     model_name = str(model_name or getattr(getattr(adapter.model, "config", None), "_name_or_path", "model"))
     if config.max_tokens is not None and hasattr(adapter, "max_length"):
         adapter.max_length = min(int(adapter.max_length), config.max_tokens)
+    lengths = adapter.count_tokens(examples.texts)
     if any(m.spec.name == "flow" for m in methods):
-        _warn_if_flow_is_long(adapter, examples)
-    return methods, adapter, align_labels(examples, adapter), model_name
+        _warn_if_flow_is_long(lengths, adapter.num_layers)
+    return methods, adapter, align_labels(examples, adapter), model_name, lengths
 
 
-def _warn_if_flow_is_long(adapter: Adapter, examples: Examples, limit_seconds: float = 60.0) -> None:
+def _warn_if_flow_is_long(lengths: list[int], layers: int, limit_seconds: float = 60.0) -> None:
     """Attention flow costs ~n⁴ per example: say beforehand when it would take long, and how to cap it."""
     from attnlens.methods.attention_flow import estimate_flow_seconds  # noqa: PLC0415
 
-    lengths = adapter.count_tokens(examples.texts)
-    seconds = estimate_flow_seconds(lengths, adapter.num_layers)
+    seconds = estimate_flow_seconds(lengths, layers)
     if seconds > limit_seconds:
         warnings.warn(f"attention flow on these {len(lengths)} examples (up to {max(lengths)} tokens) will take about "
                       f"{_duration(seconds)} on one thread; cap the tokens with --max-tokens N (cost grows as n⁴), "
@@ -384,9 +387,10 @@ def run_and_write_study(config: StudyOptions, *, progress: ProgressFn | None = N
         raise ArgumentError("Expected `out` to name the output folder of a sharded or resumed run (every process and "
                             "every restart must find the same shard folder), but got none.", "out")
     device = rank_device(config.device, launch)
-    validate_study(config)
+    methods = validate_study(config)  # before the process group: bad options fail at once, on every rank
     with process_group(launch, device):
-        methods, adapter, examples, model_name = _prepare(config, None, None, device=device)
+        methods, adapter, examples, model_name, lengths = _prepare(config, None, None, device=device,
+                                                                   methods=methods)
         out = Path(config.out) if config.out is not None else default_out_dir(config, model_name)
         folder = shard_folder(out)
         hashed = model_hash(adapter.model)
@@ -402,14 +406,16 @@ def run_and_write_study(config: StudyOptions, *, progress: ProgressFn | None = N
         _check_world_size(folder, launch.world)
         writer = ShardWriter(folder / launch.spec.file_name, header, resume=config.resume)
         try:
-            part = examples.select(balanced_positions(adapter.count_tokens(examples.texts), launch.spec))
-            _check_resumed_batches(writer.done, part, adapter, config.batch_size)
+            positions = balanced_positions(lengths, launch.spec)
+            part, part_lengths = examples.select(positions), [lengths[i] for i in positions]
+            _check_resumed_batches(writer.done, part, part_lengths, config.batch_size)
             others = ShardProgress(folder, launch.world, exclude=launch.rank) if launch.world > 1 else None
             report = _global_progress(progress, others, len(examples)) if launch.is_main else None
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 table = score(adapter, part, methods, options=config.score_options(), meta=header["meta"],
-                              progress=report, skip_batches=set(writer.done), on_batch=writer.write_batch)
+                              progress=report, skip_batches=set(writer.done), on_batch=writer.write_batch,
+                              lengths=part_lengths)
             _report_warnings(caught, adapter, len(part))
             writer.finish(table.timings)
         finally:
@@ -447,14 +453,15 @@ def balanced_positions(lengths: list[int], spec) -> list[int]:
         ([0, 1], [2, 3])
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return sorted(order[spec.index::spec.count])
+    return sorted(order[i] for i in spec.positions(len(order)))
 
 
-def _check_resumed_batches(done: dict[int, list[dict]], part: Examples, adapter: Adapter, batch_size: int) -> None:
-    """A resumed shard must hold batches of the same plan (the same examples and --batch-size)."""
+def _check_resumed_batches(done: dict[int, list[dict]], part: Examples, lengths: list[int], batch_size: int) -> None:
+    """A resumed shard must hold batches of the same plan (the same examples and --batch-size); `lengths`
+    are the token counts of `part`."""
     if not done:
         return
-    plan = length_batches(adapter.count_tokens(part.texts), batch_size)
+    plan = length_batches(lengths, batch_size)
     for number, rows in done.items():
         if number >= len(plan) or [row["id"] for row in rows] != [part[i].id for i in plan[number]]:
             raise ArgumentError(f"Expected `batch_size` to be the one the resumed shard was scored with, but its "
