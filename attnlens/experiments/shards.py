@@ -124,7 +124,8 @@ class Shard:
         header: the header record.
         batches: batch index → its example records, for every complete batch line.
         footer: the footer record when the rank finished, else None.
-        valid_bytes: length of the file's complete lines (a cut last line lies beyond it).
+        valid_bytes: length of the header and batch lines: a footer and a cut last line lie
+            beyond it (a resumed run truncates the file there and appends).
     """
 
     path: Path
@@ -156,22 +157,24 @@ def read_shard(path: str | os.PathLike) -> Shard:
     data = path.read_bytes()
     lines = data.split(b"\n")
     complete, tail = lines[:-1], lines[-1]  # `tail` is b"" when the file ends with a newline
-    records: list[dict] = []
+    records: list[tuple[dict, int]] = []  # each record with the offset where its line ends
     offset = 0
     for number, line in enumerate(complete, start=1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             if number == len(complete) and not tail:  # the last line, cut before its end: dropped
                 break
             raise ValueError(f"Expected every line of shard {path} to be JSON, but line {number} is not.") from None
         offset += len(line) + 1
-    if not records or records[0].get("format") != FORMAT:
+        records.append((record, offset))
+    if not records or records[0][0].get("format") != FORMAT:
         raise ValueError(f"Expected {path} to be an attnlens shard ({FORMAT}), but its first line is not a header.")
-    shard = Shard(path=path, header=records[0], valid_bytes=offset)
-    for record in records[1:]:
+    shard = Shard(path=path, header=records[0][0], valid_bytes=records[0][1])
+    for record, end in records[1:]:
         if "batch" in record:
             shard.batches[int(record["batch"])] = record["examples"]
+            shard.valid_bytes = end
         elif record.get("done"):
             shard.footer = record
     return shard
@@ -202,12 +205,8 @@ class ShardWriter:
                                     f"`resume` to continue it, or choose another output folder.", "resume")
             shard = read_shard(self.path)
             _check_same_run(shard.header, self.header, str(self.path))
-            if shard.footer is not None:
-                with self.path.open("r+b") as handle:  # reopen a finished shard: its footer goes
-                    handle.truncate(_footer_offset(self.path))
-                shard = read_shard(self.path)
             with self.path.open("r+b") as handle:
-                handle.truncate(shard.valid_bytes)  # drop a half-written last line
+                handle.truncate(shard.valid_bytes)  # drop a half-written last line, and the footer of a finished shard
             self.done = shard.batches
             self._handle = self.path.open("a", encoding="utf-8")
         else:
@@ -234,12 +233,6 @@ class ShardWriter:
     def close(self) -> None:
         if not self._handle.closed:
             self._handle.close()
-
-
-def _footer_offset(path: Path) -> int:
-    """Byte offset where the footer line of a finished shard starts."""
-    data = path.read_bytes().rstrip(b"\n")
-    return data.rfind(b"\n") + 1
 
 
 def _check_same_run(found: dict, expected: dict, where: str) -> None:
