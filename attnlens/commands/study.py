@@ -34,10 +34,11 @@ def print_study_table(result, quiet: bool, saliency: str) -> None:
 
     summary = result.summary
     header, rows = study_rows(summary.method_dicts())
-    stderr_console(quiet).print(rich_table(header, rows, title=(
+    console = stderr_console(quiet)
+    console.print(rich_table(header, rows, title=(
         f"{summary.title}: {summary.n_examples} examples, accuracy {summary.accuracy:.4f} — median Spearman ρ "
         f"(relevance vs {saliency} saliency) per layer")))
-    stderr_console(quiet).print(f"results written to {result.out}")
+    console.print(f"results written to {result.out}")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
