@@ -51,7 +51,7 @@ def run_sst2_study(config: SST2StudyConfig, *, adapter=None, progress=None) -> S
 
 
 def validate_sst2_config(config: SST2StudyConfig):
-    """Check every option before anything is loaded or written; return the expanded methods."""
+    """Check every option before anything is loaded; return the expanded methods."""
     return validate_study(config)
 
 

@@ -167,7 +167,8 @@ class StudyResult:
 
 
 def validate_study(config: StudyOptions) -> list[MethodVariant]:
-    """Check every option before anything is loaded or written; return the expanded methods.
+    """Check every option before anything is loaded; return the expanded methods (the output folder is
+    checked by the runs that write, :func:`run_and_write_study`).
 
     Raises:
         ArgumentError: one line naming the bad option.
@@ -180,13 +181,16 @@ def validate_study(config: StudyOptions) -> list[MethodVariant]:
     _check_integer(config.limit, "limit", low=1, allow_none=True, description="a positive integer")
     _check_integer(config.max_tokens, "max_tokens", low=2, allow_none=True, description="an integer of at least 2")
     _check_integer(config.seed, "seed")
-    variants = expand_methods(list(config.methods), threshold=list(config.thresholds), alpha=list(config.alphas),
-                              distance=config.distance, head_fusion=config.head_fusion)
+    return expand_methods(list(config.methods), threshold=list(config.thresholds), alpha=list(config.alphas),
+                          distance=config.distance, head_fusion=config.head_fusion)
+
+
+def _check_output(config: StudyOptions) -> None:
+    """Before any work: `out` must be new or empty, or the default ``runs/`` creatable."""
     if config.out is not None:
         check_output_folder(config.out, "out")
     else:
         _check_creatable_folder("runs", "runs")  # the default output goes to a new folder inside runs/
-    return variants
 
 
 def _settings(config: StudyOptions) -> dict:
@@ -388,6 +392,7 @@ def run_and_write_study(config: StudyOptions, *, progress: ProgressFn | None = N
                             "every restart must find the same shard folder), but got none.", "out")
     device = rank_device(config.device, launch)
     methods = validate_study(config)  # before the process group: bad options fail at once, on every rank
+    _check_output(config)
     with process_group(launch, device):
         methods, adapter, examples, model_name, lengths = _prepare(config, None, None, device=device,
                                                                    methods=methods)
