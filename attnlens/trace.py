@@ -30,6 +30,10 @@ class Trace:
             [CLS] encoders, the last valid token for causal models (GPT-2, Llama, Mamba), Vision
             Mamba's middle class token. Filled with zeros on `mask`'s device when not given.
         grid: `(rows, columns)` of the patch grid for image models, None for text.
+        patch_positions: `(rows * columns,)` long, for image models the token position of every
+            patch in row-major grid order (patch ``r * columns + c`` sits at token
+            ``patch_positions[r * columns + c]``; class and distillation tokens are not in it),
+            None for text.
     """
 
     tokens: list[list[str]]
@@ -44,6 +48,7 @@ class Trace:
     extras: dict[str, Tensor] = field(default_factory=dict)
     readout: Tensor | None = None
     grid: tuple[int, int] | None = None
+    patch_positions: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.readout is None:

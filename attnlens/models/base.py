@@ -28,12 +28,23 @@ class Adapter(abc.ABC):
 
     Attributes:
         family: the registered family name (set by ``register_adapter``).
-        modality: ``"text"`` or ``"image"``.
+        modality: ``"text"`` or ``"image"``. Image adapters take a `(B, 3, H, W)` float tensor
+            already preprocessed, or B images (paths or PIL images) that they read and preprocess
+            as the model's own preprocessing config says; their traces fill ``grid`` and
+            ``patch_positions``.
         task: ``"classification"`` (classes are labels) or ``"language_modeling"`` (classes are
             the vocabulary, read at the next-token position).
         provides: what its traces hold for methods (the ``needs`` of the method registry):
-            ``"attention"``, and ``"attention_gradients"`` where
-            ``trace.extras["hidden_attention_grad"]`` is filled.
+            ``"attention"`` (always); ``"attention_gradients"``: ``extras["attention_grad"]``
+            `(B, L, H, n, n)`, the gradient of the target logit w.r.t. the attention
+            probabilities of ``attentions`` (softmax models, for gradient-weighted rollout);
+            ``"hidden_attention_gradients"``: ``extras["hidden_attention_grad"]`` `(B, L, n, n)`,
+            w.r.t. a Mamba layer's hidden attention with its channels tied;
+            ``"residual_gradients"``: ``extras["residual_grad"]`` `(B, L, n)`, per layer and token
+            the maximum over hidden dimensions of the positive part of the gradient of the target
+            logit w.r.t. the residual stream entering the layer (Mamba-Attr);
+            ``"readout_rows"``: ``extras["readout_rows"]`` `(B, L, E, n)`, per layer and channel
+            the signed readout row of the hidden attention (the Vim authors' conventions).
         model: the wrapped ``torch.nn.Module``.
     """
 
