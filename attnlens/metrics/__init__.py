@@ -1,6 +1,7 @@
 """Metrics comparing relevance with a reference or with the model's behaviour."""
 
 from attnlens.metrics.clarity import gini, normalized_entropy
+from attnlens.metrics.localization import pointing_game, segmentation_scores
 from attnlens.metrics.spearman import spearman
 from attnlens.metrics.summary import (
     ScoreSummary,
@@ -16,6 +17,8 @@ __all__ = [
     "gini",
     "normalized_entropy",
     "paired_wilcoxon",
+    "pointing_game",
+    "segmentation_scores",
     "spearman",
     "summarize_score_table",
     "summarize_scores",
