@@ -97,7 +97,7 @@ def test_explain_prints_numbers_and_saliency_follows_target(tiny_bert_dir, capsy
 
 def test_explain_bad_options_exit_2(tiny_bert_dir, tmp_path, capsys):
     assert main(["explain", "--model", str(tiny_bert_dir), "good", "--method", "mamba_attr"]) == 2
-    assert ("Expected a Mamba model for `--method` 'mamba_attr' (it needs hidden-attention gradients), but got a "
+    assert ("Expected a Mamba model for `--method` 'mamba_attr' (it needs residual-stream gradients), but got a "
             "'text'-family model (BertForSequenceClassification).") in capsys.readouterr().err
     assert main(["explain", "--model", str(tmp_path / "nope"), "good", "--html", str(tmp_path)]) == 2
     assert "Expected `--html` to be a file path, but" in capsys.readouterr().err

@@ -44,7 +44,7 @@ class ExplainConfig:
         "own prediction). Rollout is class-agnostic: the target changes the saliency column (and mamba_attr), "
         "not the rollout relevance"))
     method: str = field(default="rollout", metadata=option(
-        "registered method (mamba_attr needs a Mamba model: hidden-attention gradients)", choices=list_methods))
+        "registered method (mamba_attr needs a Mamba model, gae a softmax-attention model with attention gradients)", choices=list_methods))
     start_layer: int = field(default=0, metadata=option("first layer composed by rollout-type methods"))
     threshold: float = field(default=1.0, metadata=option("selective-rollout threshold"))
     alpha: float = field(default=0.9, metadata=option("network-diffusion strength in [0, 1)"))
@@ -277,7 +277,8 @@ def explain(
     variant = method_variant(method, start_layer=start_layer, threshold=threshold, alpha=alpha, head_fusion=head_fusion)
     if method == "flow":
         _warn_if_flow_is_long(int(trace.mask[0].sum()), trace.attentions.shape[1])
-    joint = variant.compute(MethodCache(trace.attentions, trace.mask, extras=trace.extras)).joint[:, -1]
+    cache = MethodCache(trace.attentions, trace.mask, extras=trace.extras, readout=trace.readout)
+    joint = variant.compute(cache).joint[:, -1]
     valid = trace.mask[0]
     scores = relevance(joint, mask=trace.mask, reduce="readout", readout=trace.readout)[0][valid]
     scores = scores.detach().to(torch.float32).cpu()
@@ -364,9 +365,10 @@ def explain_config(config: ExplainConfig) -> list[Explanation]:
 def _missing_needs_message(adapter: object, family: str, method: str) -> str:
     model = getattr(adapter, "model", None)
     kind = type(model).__name__ if model is not None else type(adapter).__name__
-    if method == "mamba_attr":
-        return (f"Expected a Mamba model for `method` 'mamba_attr' (it needs hidden-attention gradients), but got a "
-                f"{family!r}-family model ({kind}).")
+    mamba_needs = {"mamba_attr": "residual-stream", "mamba_attr_alpha": "hidden-attention"}
+    if method in mamba_needs:
+        return (f"Expected a Mamba model for `method` {method!r} (it needs {mamba_needs[method]} gradients), but got "
+                f"a {family!r}-family model ({kind}).")
     needs = ", ".join(sorted(get_method(method).needs))
     return f"Expected a model whose traces hold {needs} for `method` {method!r}, but got a {family!r}-family model " \
            f"({kind})."

@@ -205,7 +205,7 @@ def _score_batch(trace, methods: Sequence[MethodVariant], options: ScoreOptions,
     mask = trace.mask
     corr_mask = mask & ~trace.special_mask if options.exclude_special and trace.special_mask is not None else mask
     corr_mask = torch.where(corr_mask.any(dim=-1, keepdim=True), corr_mask, mask)
-    cache = MethodCache(trace.attentions, mask, extras=trace.extras, progress=within)
+    cache = MethodCache(trace.attentions, mask, extras=trace.extras, progress=within, readout=trace.readout)
     joints, used = [], []
     for method in methods:
         result = method.compute(cache)

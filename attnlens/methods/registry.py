@@ -36,13 +36,27 @@ from torch import Tensor
 from attnlens._checks import ArgumentError, ArgumentTypeError, _check_choice, _check_integer
 from attnlens.methods._common import _HEAD_FUSIONS, _apply_mask, _fuse_if_per_head, _residual_attention
 from attnlens.methods.attention_flow import attention_flow
-from attnlens.methods.mamba_attr import _mamba_attr_compute, mamba_attr
+from attnlens.methods.gradient_rollout import _gradient_rollout_compute, gradient_rollout
+from attnlens.methods.mamba_attr import (
+    _mamba_attr_compute,
+    _mamba_attr_residual_compute,
+    mamba_attr,
+    mamba_attr_alpha_grad,
+)
 from attnlens.methods.network_diffusion import network_diffusion
 from attnlens.methods.raw_attention import raw_attention
 from attnlens.methods.rollout import _rollout_compute, rollout
+from attnlens.methods.released_vim import (
+    RELEASED_START,
+    released_mamba_attr,
+    released_raw_attention,
+    released_rollout,
+    released_start_layer,
+)
 from attnlens.methods.selective_rollout import DISTANCES, _selective_rollout_compute, selective_rollout
 
-NEEDS = ("attention", "attention_gradients")
+# what a method may need from a trace; Adapter.provides says what each fills (attnlens/models/base.py)
+NEEDS = ("attention", "attention_gradients", "hidden_attention_gradients", "residual_gradients", "readout_rows")
 
 
 class MethodResult(NamedTuple):
@@ -135,9 +149,10 @@ class MethodSpec:
         citation: the paper, in one line.
         function: the public function holding the math.
         parameters: its parameters, swept ones in the order they appear in variant names.
-        needs: what the trace must hold: ``attention`` (row-stochastic attention, softmax or the
-            normalised hidden attention of Mamba) and/or ``attention_gradients`` (the gradient
-            of the output with respect to the attention, ``trace.extras["hidden_attention_grad"]``).
+        needs: what the trace must hold, among :data:`NEEDS`: ``attention`` (row-stochastic
+            attention, softmax or the normalised hidden attention of Mamba), and the extras
+            ``attention_gradients``, ``hidden_attention_gradients``, ``residual_gradients``,
+            ``readout_rows`` (each explained at :class:`~attnlens.models.base.Adapter`).
         compute: ``compute(cache, params) -> MethodResult`` over a per-batch cache.
     """
 
@@ -191,14 +206,17 @@ class MethodCache:
     Args:
         attentions: `(B, L, H, n, n)` or `(B, L, n, n)` row-stochastic attention (checked by the adapter).
         mask: `(B, n)` bool valid-token mask.
-        extras: the trace's extras (``hidden_attention_grad`` for Mamba-Attr).
+        extras: the trace's extras (gradients for the gradient methods, see :data:`NEEDS`).
         progress: called with the fraction of the batch done by slow methods (attention flow).
+        readout: `(B,)` the explained position per example (``Trace.readout``), for methods that
+            work on its row alone; None means position 0.
     """
 
     def __init__(self, attentions: Tensor, mask: Tensor, *, extras: Mapping[str, Tensor] | None = None,
-                 progress: Callable[[float], None] | None = None) -> None:
+                 progress: Callable[[float], None] | None = None, readout: Tensor | None = None) -> None:
         self.attentions = attentions
         self.mask = mask
+        self.readout = torch.zeros(mask.shape[0], dtype=torch.long, device=mask.device) if readout is None else readout
         self.extras = dict(extras or {})
         self.progress = progress
         self._store: dict[tuple, object] = {}
@@ -462,16 +480,95 @@ def _diffused_selective(cache: MethodCache, params: Mapping[str, object]) -> Met
     return _selective_at(cache, params, params["alpha"])
 
 
-@register_method("mamba_attr", family="gradient", summary="hidden attention weighted by its positive gradient, "
-                 "rolled out", citation="Ali, Zimerman & Wolf, ACL 2025", function=mamba_attr,
+@register_method("gae", family="gradient", summary="rollout of heads weighted by their positive attention gradient, "
+                 "R += E_h[(∇A ⊙ A)⁺] R", citation="Chefer, Gur & Wolf, ICCV 2021", function=gradient_rollout,
                  parameters=(START_LAYER,), needs=("attention", "attention_gradients"))
+def _gae(cache: MethodCache, params: Mapping[str, object]) -> MethodResult:
+    gradients = _extra(cache, "attention_grad", "gae", "attention gradients (a softmax-attention model)")
+    if cache.attentions.ndim != 5:
+        raise ArgumentError("Expected per-head attention (B, L, H, n, n) for `method` 'gae', but got head-fused "
+                            "attention.", "method")
+    return MethodResult(_gradient_rollout_compute(cache.attentions, gradients, cache.mask,
+                                                  _start(params, cache.attentions)), None)
+
+
+@register_method("mamba_attr", family="gradient", summary="hidden attention, each token's column scaled by its "
+                 "positive residual-stream gradient, rolled out", citation="Ali, Zimerman & Wolf, ACL 2025",
+                 function=mamba_attr, parameters=(START_LAYER,), needs=("attention", "residual_gradients"))
 def _mamba_attr(cache: MethodCache, params: Mapping[str, object]) -> MethodResult:
-    gradients = cache.extras.get("hidden_attention_grad")
-    if gradients is None:
-        raise ArgumentError("Expected a model whose trace holds attention gradients for `method` 'mamba_attr' (a "
-                            "Mamba model), but the trace has none.", "method")
+    gradients = _extra(cache, "residual_grad", "mamba_attr", "residual-stream gradients (a Mamba model)")
+    attn = _hidden(cache)
+    return MethodResult(_mamba_attr_residual_compute(attn, gradients, cache.mask, _start(params, attn)), None)
+
+
+@register_method("mamba_attr_alpha", family="gradient", summary="hidden attention weighted by its positive "
+                 "gradient with respect to α, rolled out", citation="after Ali, Zimerman & Wolf, ACL 2025",
+                 function=mamba_attr_alpha_grad, parameters=(START_LAYER,),
+                 needs=("attention", "hidden_attention_gradients"))
+def _mamba_attr_alpha(cache: MethodCache, params: Mapping[str, object]) -> MethodResult:
+    gradients = _extra(cache, "hidden_attention_grad", "mamba_attr_alpha", "hidden-attention gradients (a Mamba "
+                       "language model)")
     attn = cache.attentions[:, :, 0] if cache.attentions.ndim == 5 else cache.attentions
     return MethodResult(_mamba_attr_compute(attn, gradients, cache.mask, _start(params, attn)), None)
+
+
+RELEASED_START_LAYER = MethodParameter("start_layer", int, RELEASED_START, "first layer used (0-based; negative "
+                                       "counts from the end, clipped at 0: -9 is the released 15 of 24)")
+
+
+def _released(name: str, summary: str, function: Callable, needs: tuple[str, ...]):
+    return register_method(name, family="released", summary=summary, citation="Ali, Zimerman & Wolf, ACL 2025 "
+                           "(released code)", function=function, parameters=(RELEASED_START_LAYER,),
+                           needs=("attention", *needs))
+
+
+def _as_joint(rows: Tensor) -> MethodResult:
+    """`(B, L, n)` class-row maps as `(B, L, n, n)` joints whose every row is the map."""
+    return MethodResult(rows[:, :, None, :].expand(*rows.shape[:2], rows.shape[-1], rows.shape[-1]), None)
+
+
+@_released("released_raw", "the Vim authors' raw attention: min-max scaled class rows averaged over channels and "
+           "the last layers", released_raw_attention, ("readout_rows",))
+def _released_raw(cache: MethodCache, params: Mapping[str, object]) -> MethodResult:
+    rows = _extra(cache, "readout_rows", "released_raw", "per-channel class-token rows (a Vision Mamba model)")
+    return _as_joint(released_raw_attention(rows, cache.readout, start_layer=_released_start(params, rows)))
+
+
+@_released("released_rollout", "the Vim authors' rollout of the signed channel-mean class row",
+           released_rollout, ("readout_rows",))
+def _released_rollout(cache: MethodCache, params: Mapping[str, object]) -> MethodResult:
+    rows = _extra(cache, "readout_rows", "released_rollout", "per-channel class-token rows (a Vision Mamba model)")
+    return _as_joint(released_rollout(rows, cache.readout, start_layer=_released_start(params, rows)))
+
+
+@_released("released_mamba_attr", "the Vim authors' Mamba-Attr: scaled class rows times the residual-stream "
+           "gradient, rolled out", released_mamba_attr, ("readout_rows", "residual_gradients"))
+def _released_mamba_attr(cache: MethodCache, params: Mapping[str, object]) -> MethodResult:
+    rows = _extra(cache, "readout_rows", "released_mamba_attr", "per-channel class-token rows (a Vision Mamba "
+                  "model)")
+    gradients = _extra(cache, "residual_grad", "released_mamba_attr", "residual-stream gradients (a Mamba model)")
+    return _as_joint(released_mamba_attr(rows, gradients, cache.readout,
+                                         start_layer=_released_start(params, rows)))
+
+
+def _extra(cache: MethodCache, key: str, method: str, what: str) -> Tensor:
+    value = cache.extras.get(key)
+    if value is None:
+        raise ArgumentError(f"Expected a model whose trace holds {what} for `method` {method!r}, but the trace has "
+                            f"none.", "method")
+    return value
+
+
+def _hidden(cache: MethodCache) -> Tensor:
+    """The signed hidden attention `(B, L, n, n)` when the trace keeps it, else the attention itself."""
+    hidden = cache.extras.get("hidden_attention")
+    if hidden is not None:
+        return hidden
+    return cache.attentions[:, :, 0] if cache.attentions.ndim == 5 else cache.attentions
+
+
+def _released_start(params: Mapping[str, object], rows: Tensor) -> int:
+    return released_start_layer(params.get("start_layer", RELEASED_START), rows.shape[1])
 
 
 def _start(params: Mapping[str, object], attn: Tensor) -> int:

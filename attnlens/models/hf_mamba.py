@@ -14,7 +14,9 @@ mean, each row divided by its sum, as Ali et al. do before rollout) as `(B, L, 1
 rollout, selective rollout, flow, diffusion and every view work unchanged. The raw signed channel
 mean is kept in ``trace.extras["hidden_attention"]`` `(B, L, n, n)`.
 
-Gradients (for Mamba-Attr). ``trace.extras["hidden_attention_grad"]`` `(B, L, n, n)` is the
+Gradients (for Mamba-Attr). ``trace.extras["residual_grad"]`` `(B, L, n)` is, per layer and
+token, ``max_d (∂logit/∂h)⁺`` at the residual stream h entering the layer (what the authors'
+released Mamba-Attr uses); ``trace.extras["hidden_attention_grad"]`` `(B, L, n, n)` is the
 gradient of the target logit with respect to the layer's hidden attention with its channels
 tied, ``Σ_d ∂logit/∂α_d[r, c] = Σ_d g_d[r] · u_d[c]`` with g the gradient at the scan output
 (before the gate), lower-triangular.
@@ -88,7 +90,8 @@ def _mixers(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 @contextlib.contextmanager
 def _capture_scans(model: torch.nn.Module) -> Iterator[list[dict[str, Tensor]]]:
-    """Forward hooks on every mixer's `in_proj`, `x_proj` and `out_proj`; removed in `finally`."""
+    """Forward hooks on every mixer's `in_proj`, `x_proj` and `out_proj`, and on every block's input
+    (the residual stream entering it); removed in `finally`."""
     mixers = _mixers(model)
     records: list[dict[str, Tensor]] = [{} for _ in mixers]
     handles = []
@@ -104,8 +107,16 @@ def _capture_scans(model: torch.nn.Module) -> Iterator[list[dict[str, Tensor]]]:
 
         return save
 
+    def residual(record: dict[str, Tensor]):
+        def save(module, args, kwargs):
+            record["residual"] = args[0] if args else kwargs["hidden_states"]
+
+        return save
+
     try:
-        for mixer, record in zip(mixers, records):
+        blocks = getattr(model, "backbone", model).layers
+        for block, mixer, record in zip(blocks, mixers, records):
+            handles.append(block.register_forward_pre_hook(residual(record), with_kwargs=True))
             for kind in ("in_proj", "x_proj", "out_proj"):
                 handles.append(getattr(mixer, kind).register_forward_hook(hook(record, kind)))
         yield records
@@ -155,7 +166,7 @@ class MambaAdapter(Adapter):
     """
 
     task = "language_modeling"
-    provides = frozenset({"attention", "attention_gradients"})
+    provides = frozenset({"attention", "hidden_attention_gradients", "residual_gradients"})
 
     def __init__(self, model: torch.nn.Module, tokenizer: object, *, device: str | torch.device = "cpu") -> None:
         _mixers(model)
@@ -309,7 +320,11 @@ class MambaAdapter(Adapter):
         chosen = logits.argmax(dim=-1) if target is None else target.to(logits.device)
         scans = [_scan_inputs(mixer, record) for mixer, record in zip(_mixers(self.model), records)]
         score = logits.gather(1, chosen[:, None]).sum()
-        grads = torch.autograd.grad(score, [embeds] + [scan.scan_output for scan in scans])
+        layers = len(scans)
+        grads = torch.autograd.grad(score, [embeds] + [scan.scan_output for scan in scans]
+                                    + [record["residual"] for record in records])
+        residual_grad = torch.stack([g.clamp(min=0).amax(dim=-1) for g in grads[1 + layers:]], dim=1)  # (b, L, n)
+        grads = grads[: 1 + layers]
         attentions, gradients = [], []
         with torch.no_grad():
             for scan, grad_out in zip(scans, grads[1:]):
@@ -321,6 +336,7 @@ class MambaAdapter(Adapter):
         out = {
             "hidden_attention": torch.stack(attentions, dim=1),
             "hidden_attention_grad": torch.stack(gradients, dim=1),
+            "residual_grad": residual_grad.detach().float(),
             "logits": logits.detach(),
             "target": chosen,
         }
@@ -367,7 +383,9 @@ class MambaAdapter(Adapter):
             A `Trace` with `attentions (B, L, 1, n, n)` = norm_rows(|hidden attention|), left-padded
             `mask (B, n)`, `logits (B, V)` at the last position, `target (B,)`, `readout (B,)` = n - 1,
             `saliency (B, n)`, `input_ids (B, n)` and extras ``hidden_attention``,
-            ``hidden_attention_grad``.
+            ``hidden_attention_grad``, ``residual_grad`` `(B, L, n)` (per layer and token the
+            largest positive gradient of the target logit at the residual stream entering the
+            layer, for Mamba-Attr; 0 on padding).
 
         Raises:
             ValueError: on an empty text, an unknown option, a badly shaped target, a token id
@@ -399,11 +417,13 @@ class MambaAdapter(Adapter):
         layers = results[0]["hidden_attention"].shape[0]
         raw = torch.zeros(batch, layers, n, n, device=self.device)
         grad = torch.zeros_like(raw)
+        residual_grad = torch.zeros(batch, layers, n, device=self.device)
         sal = torch.zeros(batch, n, device=self.device) if saliency is not None else None
         for b, ids in enumerate(encoded):
             start = n - len(ids)
             raw[b, :, start:, start:] = results[b]["hidden_attention"]
             grad[b, :, start:, start:] = results[b]["hidden_attention_grad"]
+            residual_grad[b, :, start:] = results[b]["residual_grad"]
             if sal is not None:
                 sal[b, start:] = results[b]["saliency"]
         attentions = _normalize_rows(_apply_mask(raw.abs(), mask))[:, :, None]
@@ -416,6 +436,6 @@ class MambaAdapter(Adapter):
             saliency=sal,
             input_ids=input_ids,
             labels=None if gold is None else gold.to(self.device),
-            extras={"hidden_attention": raw, "hidden_attention_grad": grad},
+            extras={"hidden_attention": raw, "hidden_attention_grad": grad, "residual_grad": residual_grad},
             readout=torch.full((batch,), n - 1, dtype=torch.long, device=self.device),
         )

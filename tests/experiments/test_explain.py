@@ -82,7 +82,7 @@ def test_explain_classifier_flags_specials_and_saliency_follows_target(tiny_bert
 
 
 def test_explain_mamba_attr_needs_a_mamba_model(tiny_bert_dir):
-    with pytest.raises(ValueError, match=r"Expected a Mamba model for `method` 'mamba_attr' \(it needs hidden-attention "
+    with pytest.raises(ValueError, match=r"Expected a Mamba model for `method` 'mamba_attr' \(it needs residual-stream "
                        r"gradients\), but got a 'text'-family model \(BertForSequenceClassification\)\."):
         explain(str(tiny_bert_dir), "good", method="mamba_attr")
 

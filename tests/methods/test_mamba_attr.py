@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from attnlens.methods.mamba_attr import mamba_attr
+from attnlens.methods.mamba_attr import mamba_attr_alpha_grad as mamba_attr
 
 torch.set_num_threads(1)
 
@@ -95,3 +95,43 @@ def test_gradients_may_leave_out_the_head_axis():
     torch.testing.assert_close(mamba_attr(attn, grads[:, :, None]), expected, atol=0, rtol=0)
     with pytest.raises(ValueError, match="Expected `attn` and `gradients` to have the same shape"):
         mamba_attr(attn[:, :, None], grads[:, :2])
+
+
+# --- Mamba-Attr as the authors' released code defines it: residual-stream gradient per token ----------
+
+
+def _residual_reference(attn, grads, mask, start_layer=0):
+    """Loop version: W[r, c] = mm(α⁺)[r, c] · mm(s)[c] over valid entries, rows of W + I normalised, composed."""
+    from attnlens.methods.mamba_attr import mamba_attr as residual_attr  # noqa: F401 - the function under test
+
+    batch, layers, n, _ = attn.shape
+    out = torch.zeros(batch, n, n, dtype=torch.float64)
+    for b in range(batch):
+        idx = mask[b].nonzero().flatten()
+        joint = torch.eye(len(idx), dtype=torch.float64)
+        for layer in range(start_layer, layers):
+            a = attn[b, layer][idx][:, idx].clamp(min=0)
+            a = (a - a.min()) / (a.max() - a.min())
+            s = grads[b, layer][idx]
+            s = (s - s.min()) / (s.max() - s.min())
+            w = a * s[None, :] + torch.eye(len(idx), dtype=torch.float64)
+            joint = (w / w.sum(-1, keepdim=True)) @ joint
+        out[b][idx[:, None], idx[None, :]] = joint
+    return out
+
+
+def test_residual_mamba_attr_matches_loop_reference_with_padding():
+    from attnlens.methods.mamba_attr import mamba_attr as residual_attr
+
+    g = torch.Generator().manual_seed(3)
+    attn = torch.randn(2, 3, 6, 6, generator=g, dtype=torch.float64).tril()
+    grads = torch.rand(2, 3, 6, generator=g, dtype=torch.float64)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, :2] = False
+    for start in (0, 1):
+        got = residual_attr(attn, grads, mask=mask, start_layer=start)[:, -1]
+        torch.testing.assert_close(got, _residual_reference(attn, grads, mask, start), atol=1e-12, rtol=0)
+    alone = residual_attr(attn[1:, :, 2:, 2:], grads[1:, :, 2:])[:, -1]
+    torch.testing.assert_close(residual_attr(attn, grads, mask=mask)[1, -1, 2:, 2:], alone[0], atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match=r"Expected `residual_grad` to have shape \(B, L, n\)"):
+        residual_attr(attn, grads[:, :, :5])

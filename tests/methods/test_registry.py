@@ -13,8 +13,13 @@ from hypothesis import strategies as st
 
 from attnlens.methods import (
     attention_flow,
+    gradient_rollout,
     mamba_attr,
+    mamba_attr_alpha_grad,
     network_diffusion,
+    released_mamba_attr,
+    released_raw_attention,
+    released_rollout,
     raw_attention,
     rollout,
     selective_rollout,
@@ -35,7 +40,7 @@ def test_every_method_equals_its_public_function(generator):
     hidden = attn.mean(2, keepdim=True)  # a one-head "hidden attention" for mamba_attr
     variants = expand_methods(list_methods(), threshold=["0.05", "0.3"], alpha=["0.7"])
     cache = MethodCache(attn, mask)
-    got = {v.name: v.compute(cache) for v in variants if v.spec.name != "mamba_attr"}
+    got = {v.name: v.compute(cache) for v in variants if v.spec.needs == {"attention"}}
     fused = attn.mean(2)
     diffused = network_diffusion(fused, alpha=0.7, mask=mask)
     torch.testing.assert_close(got["raw"].joint, raw_attention(attn, mask=mask), atol=1e-12, rtol=0)
@@ -50,9 +55,27 @@ def test_every_method_equals_its_public_function(generator):
         expected = selective_rollout(diffused, threshold=float(text), mask=mask)
         torch.testing.assert_close(got[f"diffused_selective@0.7:{text}"].joint, expected.joint, atol=1e-12, rtol=0)
         assert torch.equal(got[f"diffused_selective@0.7:{text}"].used, expected.used)
-    mamba = expand_methods(["mamba_attr"], start_layer=1)[0]
+    mamba = expand_methods(["mamba_attr_alpha"], start_layer=1)[0]
     joint = mamba.compute(MethodCache(hidden, mask, extras={"hidden_attention_grad": grads})).joint
-    torch.testing.assert_close(joint[:, -1], mamba_attr(hidden, grads, mask=mask, start_layer=1), atol=1e-12, rtol=0)
+    torch.testing.assert_close(joint[:, -1], mamba_attr_alpha_grad(hidden, grads, mask=mask, start_layer=1),
+                               atol=1e-12, rtol=0)
+    residual_grad = torch.rand(attn.shape[0], attn.shape[1], 6, generator=generator, dtype=torch.float64)
+    signed = hidden[:, :, 0] - 0.1
+    extras = {"hidden_attention": signed, "residual_grad": residual_grad, "attention_grad": torch.randn_like(attn)}
+    cache = MethodCache(hidden, mask, extras=extras)
+    joint = expand_methods(["mamba_attr"], start_layer=1)[0].compute(cache).joint
+    torch.testing.assert_close(joint, mamba_attr(signed, residual_grad, mask=mask, start_layer=1), atol=1e-12, rtol=0)
+    joint = expand_methods(["gae"])[0].compute(MethodCache(attn, mask, extras=extras)).joint
+    torch.testing.assert_close(joint, gradient_rollout(attn, extras["attention_grad"], mask=mask), atol=1e-12, rtol=0)
+    rows = torch.randn(attn.shape[0], attn.shape[1], 3, 6, generator=generator, dtype=torch.float64)
+    readout = torch.tensor([2, 1, 0])
+    cache = MethodCache(hidden, mask, extras={**extras, "readout_rows": rows}, readout=readout)
+    for name, expected in (("released_raw", released_raw_attention(rows, readout, start_layer=1)),
+                           ("released_rollout", released_rollout(rows, readout, start_layer=1)),
+                           ("released_mamba_attr", released_mamba_attr(rows, residual_grad, readout, start_layer=1))):
+        joint = expand_methods([name], start_layer=1)[0].compute(cache).joint
+        assert joint.shape == attn.shape[:2] + (6, 6)
+        torch.testing.assert_close(joint[torch.arange(3), :, readout], expected, atol=1e-12, rtol=0)
 
 
 def test_cache_computes_each_intermediate_once(generator):
@@ -124,18 +147,23 @@ def test_option_errors(call, match):
 
 def test_mamba_attr_without_gradients_says_so(generator):
     attn, mask = _batch(generator)
-    with pytest.raises(ValueError, match="attention gradients for `method` 'mamba_attr'"):
+    with pytest.raises(ValueError, match="residual-stream gradients \(a Mamba model\) for `method` 'mamba_attr'"):
         expand_methods(["mamba_attr"])[0].compute(MethodCache(attn, mask))
 
 
 def test_needs_filter_and_spec_fields():
-    assert "mamba_attr" not in list_methods(needs=["attention"])
-    assert set(list_methods(needs=["attention", "attention_gradients"])) == set(list_methods())
+    assert "mamba_attr" not in list_methods(needs=["attention"]) and "gae" not in list_methods(needs=["attention"])
+    assert "gae" in list_methods(needs=["attention", "attention_gradients"])
+    assert "mamba_attr" in list_methods(needs=["attention", "residual_gradients"])
+    from attnlens.methods.registry import NEEDS
+    assert set(list_methods(needs=NEEDS)) == set(list_methods())
     for name in list_methods():
         spec = get_method(name)
         assert spec.summary and spec.citation and callable(spec.function) and spec.needs
         assert spec.function.__doc__ and spec.function.__name__ in {
-            "raw_attention", "rollout", "selective_rollout", "attention_flow", "network_diffusion", "mamba_attr"}
+            "raw_attention", "rollout", "selective_rollout", "attention_flow", "network_diffusion", "mamba_attr",
+            "mamba_attr_alpha_grad", "gradient_rollout", "released_raw_attention", "released_rollout",
+            "released_mamba_attr"}
 
 
 def test_readme_methods_table_names_every_registered_method():

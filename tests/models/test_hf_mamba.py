@@ -209,3 +209,26 @@ def test_trace_uses_the_shared_flag_context_managers(adapter, monkeypatch):
                         spy("frozen_parameters", _hooks.frozen_parameters), raising=False)
     adapter.trace(["the movie"])
     assert sorted(entered) == ["eval_mode", "frozen_parameters"]
+
+
+def test_residual_grad_is_the_positive_gradient_at_each_layer_input():
+    """extras["residual_grad"][b, l, t] = max_d (∂ target logit / ∂ h_l[t, d])⁺, with h_l the hidden states
+    entering layer l, computed here by running the blocks one by one and calling autograd directly."""
+    from attnlens.models import create_tiny_adapter
+
+    adapter = create_tiny_adapter("test_mamba")
+    texts = ["the movie was good", "bad"]
+    trace = adapter.trace(texts, saliency=None)
+    backbone = adapter.model.backbone
+    for b, text in enumerate(texts):
+        ids = torch.tensor([adapter.tokenizer.encode(text)])
+        hidden, inputs = backbone.embeddings(ids), []
+        for block in backbone.layers:
+            inputs.append(hidden)
+            hidden = block(hidden)
+        logits = adapter.model.lm_head(backbone.norm_f(hidden))
+        grads = torch.autograd.grad(logits[0, -1, int(trace.target[b])], inputs)
+        expected = torch.stack([g[0].clamp(min=0).amax(dim=-1) for g in grads])
+        valid = trace.mask[b]
+        torch.testing.assert_close(trace.extras["residual_grad"][b][:, valid], expected, atol=1e-6, rtol=1e-5)
+        assert (trace.extras["residual_grad"][b][:, ~valid] == 0).all()
