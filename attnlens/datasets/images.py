@@ -42,6 +42,7 @@ __all__ = [
     "IMAGENET_STD",
     "MIN_IMAGE_SIDE",
     "ImagePreprocessing",
+    "as_pixel_values",
     "find_images",
     "load_image",
     "load_images",
@@ -438,6 +439,53 @@ def load_images(paths: Sequence[str | os.PathLike], preprocessing: ImagePreproce
     if isinstance(paths, (str, os.PathLike)) or not isinstance(paths, Sequence) or len(paths) == 0:
         raise ArgumentError(f"Expected `paths` to be a non-empty list of image files, but got {paths!r}.", "paths")
     return preprocessing([load_image(path) for path in paths])
+
+
+def as_pixel_values(images: Tensor | Sequence[Any], preprocessing: ImagePreprocessing) -> Tensor:
+    """An image model's input batch from what a user passes: pixels as they are, or files and PIL images read and
+    preprocessed (what every image adapter's ``trace``, ``predict`` and ``perturb`` take).
+
+    Args:
+        images: a `(B, 3, H, W)` floating tensor already preprocessed (`(H, W)` =
+            ``preprocessing.size``), or B image paths and/or ``PIL.Image`` objects.
+        preprocessing: the model's preprocessing.
+
+    Returns:
+        `(B, 3, H, W)` floating pixel values (a given tensor is returned as it is).
+
+    Raises:
+        ValueError: on an empty list, a tensor of another shape, or an unreadable file.
+        TypeError: on a non-floating tensor or an item that is neither a path nor a PIL image.
+
+    Example:
+        >>> as_pixel_values(torch.zeros(2, 3, 4, 4), ImagePreprocessing(size=(4, 4), resize_to=(4, 4))).shape
+        torch.Size([2, 3, 4, 4])
+    """
+    from PIL import Image  # noqa: PLC0415
+
+    if isinstance(images, Tensor):
+        if not images.is_floating_point():
+            raise ArgumentTypeError(f"Expected `images` to be a floating tensor of pixel values, but got "
+                                    f"{images.dtype}.", "images")
+        height, width = preprocessing.size
+        if images.ndim != 4 or images.shape[0] == 0 or tuple(images.shape[1:]) != (3, height, width):
+            raise ArgumentError(f"Expected `images` to have shape (B, 3, H, W) = (B, 3, {height}, {width}), but got "
+                                f"{tuple(images.shape)}.", "images")
+        return images
+    if isinstance(images, (str, os.PathLike, Image.Image)) or not isinstance(images, Sequence) or not images:
+        got = "an empty list" if isinstance(images, Sequence) and not isinstance(images, str) else type(images).__name__
+        raise ArgumentError(f"Expected `images` to be a (B, 3, H, W) tensor or a non-empty list of image paths or PIL "
+                            f"images, but got {got}.", "images")
+    read = []
+    for index, image in enumerate(images):
+        if isinstance(image, (str, os.PathLike)):
+            read.append(load_image(image))
+        elif isinstance(image, Image.Image):
+            read.append(image)
+        else:
+            raise ArgumentTypeError(f"Expected every image to be a path or a PIL image, but image {index} is a "
+                                    f"{type(image).__name__}.", "images")
+    return preprocessing(read)
 
 
 def to_display(pixel_values: Tensor, preprocessing: ImagePreprocessing) -> np.ndarray:

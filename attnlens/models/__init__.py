@@ -16,7 +16,9 @@ from attnlens.models.base import Adapter
 from attnlens.models.hf_causal_text import CausalTextClassifierAdapter
 from attnlens.models.hf_mamba import MambaAdapter, ScanInputs
 from attnlens.models.hf_text import TextClassifierAdapter, load_text_classifier
+from attnlens.models.hf_vit import ViTAdapter
 from attnlens.models import _tiny  # noqa: F401, E402 - registers the tiny test_* variants
+from attnlens.models import _tiny_vision  # noqa: F401, E402 - registers test_vit and test_deit
 
 __all__ = [
     "SALIENCY_POSITIONS",
@@ -27,6 +29,7 @@ __all__ = [
     "MambaAdapter",
     "ScanInputs",
     "TextClassifierAdapter",
+    "ViTAdapter",
     "adapter_for_config",
     "create_tiny_adapter",
     "get_adapter_class",
