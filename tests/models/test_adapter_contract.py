@@ -15,13 +15,16 @@ from attnlens.models import (
     Adapter,
     adapter_for_config,
     create_tiny_adapter,
+    get_adapter_class,
     list_adapters,
     list_tiny_variants,
 )
 from attnlens.models._registry import register_tiny_variant
 
 TEXTS = ["the movie was very good", "bad", "a boring plot"]
-VARIANTS = list_tiny_variants()
+# text families only; image families have their own contract (test_image_adapter_contract.py)
+VARIANTS = sorted(name for family in list_adapters() if get_adapter_class(family).modality == "text"
+                  for name in list_tiny_variants(family))
 ATOL = 1e-5
 
 
@@ -58,7 +61,7 @@ def test_every_registered_family_has_a_tiny_variant():
 
 
 def test_unknown_tiny_variant_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"Expected `name` to be one of test_albert, .*test_roberta, but got 'nope'"):
+    with pytest.raises(ValueError, match=r"Expected `name` to be one of test_albert, .*test_roberta.*, but got 'nope'"):
         create_tiny_adapter("nope")
     with pytest.raises(ValueError, match="Expected a new tiny variant name, but 'test_bert' is already registered"):
         register_tiny_variant("test_bert", family="text")(lambda: None)
@@ -257,9 +260,14 @@ def test_causal_classifier_reads_the_last_valid_token_batched(name):
 @pytest.mark.parametrize("name", VARIANTS)
 def test_task_and_what_traces_provide(name):
     adapter = _adapter(name)
-    trace = adapter.trace(TEXTS[:2], saliency=None)
+    trace = adapter.trace(TEXTS[:2], saliency="sum_abs")  # gradients are taken when the backward pass runs
     assert adapter.task in ("classification", "language_modeling") and "attention" in adapter.provides
-    assert ("attention_gradients" in adapter.provides) == ("hidden_attention_grad" in trace.extras)
+    extras = {"attention_gradients": "attention_grad", "hidden_attention_gradients": "hidden_attention_grad",
+              "residual_gradients": "residual_grad", "readout_rows": "readout_rows"}  # as models/base.py says
+    for need in adapter.provides - {"attention"}:
+        assert extras[need] in trace.extras, f"{name} provides {need!r} but its trace lacks {extras[need]!r}"
+    if "attention_gradients" in adapter.provides:
+        assert trace.extras["attention_grad"].shape == trace.attentions.shape
     assert (adapter.task == "language_modeling") == (adapter.family == "mamba")
 
 
