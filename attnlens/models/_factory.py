@@ -75,7 +75,7 @@ def load_adapter(name_or_path: str, *, device: str | torch.device = "cpu") -> ob
     """Read the model's Hugging Face config, pick the registered adapter family, and load it.
 
     Args:
-        name_or_path: hub id or local folder.
+        name_or_path: hub id or local folder, or a Vim spec (``vim-small=FILE.pth``, ``vim=DIR``).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
 
     Returns:
@@ -92,6 +92,9 @@ def load_adapter(name_or_path: str, *, device: str | torch.device = "cpu") -> ob
         attnlens._checks.ArgumentError: Expected `model` to be a local model folder, but /no/such/model does not exist.
     """
     device = _check_device(device)
+    from attnlens.models.vim_adapter import VimAdapter, parse_vim_spec  # noqa: PLC0415 - Vim has no HF config
+    if (vim_spec := parse_vim_spec(name_or_path)) is not None:
+        return VimAdapter.from_spec(*vim_spec, device=device)
     _check_model_reference(name_or_path)
     from transformers import AutoConfig  # noqa: PLC0415
 
