@@ -532,7 +532,8 @@ class VisionMamba(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, config.seq_len, config.embed_dim))
         self.patch_embed = PatchEmbed(config)
         self.head = nn.Linear(config.embed_dim, config.num_classes)
-        rates = [0.0] + torch.linspace(0, config.drop_path_rate, config.depth).tolist()  # block i gets rates[i]
+        steps = max(config.depth - 1, 1)  # block i gets rates[i]: 0, then linspace(0, drop_path_rate, depth)
+        rates = [0.0] + [config.drop_path_rate * i / steps for i in range(config.depth)]
         self.layers = nn.ModuleList(VimBlock(config, rates[i]) for i in range(config.depth))
         self.norm_f = RMSNorm(config.embed_dim, config.norm_epsilon)
         self.pos_drop = nn.Dropout(config.drop_rate)
