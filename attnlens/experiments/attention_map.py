@@ -246,7 +246,8 @@ class AttentionMapConfig:
 
     model: str = field(metadata=option("hub id or local folder of a text classifier (or a Mamba LM)",
                                        metavar="ID|DIR"))
-    text: str = field(metadata=option("the sentence to draw", positional=True))
+    text: str = field(metadata=option("the sentence to draw, or an image file for an image model (ViT, DeiT, "
+                                      "Vision Mamba)", positional=True))
     out: str = field(metadata=option("output file: .png for a PNG, .html for an interactive page (checked before the "
                                      "model loads; written atomically; missing folders are created)", metavar="PATH"))
     alpha: float = field(default=0.9, metadata=option("diffusion strength in [0, 1)"))
@@ -264,11 +265,35 @@ class AttentionMapConfig:
         "registered method giving the relevance bars of both matrices", choices=lambda: list_methods(
             needs=("attention",))))
     device: str = field(default="cpu", metadata=option("where the model runs", choices=("cpu", "cuda")))
+    layers: tuple[str, ...] | None = field(default=None, metadata=option(
+        "image models: the layers drawn (0-based, negative from the end; default: first, middle, last)",
+        metavar="L,L,..."))
+    scale: str = field(default="abs", metadata=option(
+        "image models: matrices as absolute values min-max scaled (the Vim authors' plots) or signed",
+        choices=("abs", "signed")))
 
 
 def attention_map_from_config(config: AttentionMapConfig) -> Path:
-    """:func:`attention_map` with the options of an :class:`AttentionMapConfig` (what the CLI calls)."""
-    return attention_map(config.model, config.text, alpha=config.alpha, out=config.out,
+    """:func:`attention_map` with the options of an :class:`AttentionMapConfig` (what the CLI calls); for an
+    image model, :func:`~attnlens.experiments.image_attention_map.image_attention_map_data` drawn as a PNG."""
+    from attnlens.models import load_adapter  # noqa: PLC0415
+
+    html = _output_format(config.out, True if config.html else None, "out")
+    adapter = load_adapter(config.model, device=config.device)
+    if getattr(adapter, "modality", "text") == "image":
+        from attnlens.experiments.image_attention_map import image_attention_map_data  # noqa: PLC0415
+        from attnlens.viz.image_attention_map import plot_image_attention_map  # noqa: PLC0415
+
+        if html:
+            raise ArgumentError(f"Expected `out` to end in .png for an image model (the HTML page draws text), but "
+                                f"got {config.out!r}.", "out")
+        amap = image_attention_map_data(adapter, config.text, alpha=config.alpha, layers=config.layers,
+                                        scale=config.scale)
+        return plot_image_attention_map(amap, config.out)
+    if config.layers or config.scale != "abs":
+        raise ArgumentError("Expected `layers` and `scale` only with an image model (a text figure draws every "
+                            "layer), but got them for a text model.", "layers")
+    return attention_map(adapter, config.text, alpha=config.alpha, out=config.out,
                          html=True if config.html else None, reduce=config.reduce, top_k=config.top_k,
                          head_fusion=config.head_fusion, residual=config.residual, method=config.method,
                          shared_scale=config.shared_scale,

@@ -124,3 +124,51 @@ def test_bad_options_exit_2(tiny_vit_dir, tmp_path, capsys):
                  str(image)]) == 2
     assert "Expected `--class-names` to be a readable JSON file" in capsys.readouterr().err
     assert not out.exists()
+
+
+# --- attention-map on images ---------------------------------------------------------------------------
+
+
+def test_image_attention_map_panels_equal_a_direct_computation():
+    from attnlens.experiments.image_attention_map import image_attention_map_data
+    from attnlens.methods._common import _normalize_rows
+
+    adapter = create_tiny_adapter("test_vit")
+    picture = Image.new("RGB", (24, 20), (120, 30, 200))
+    amap = image_attention_map_data(adapter, picture, alpha=0.7, layers=["-1"], scale="signed")
+    trace = adapter.trace(adapter.preprocessing([picture]), saliency=None)
+    fused = trace.attentions[0, -1].mean(0).double()
+    (panel,) = amap.panels
+    assert panel.title == "layer 1" and amap.image.shape == (16, 16, 3)
+    torch.testing.assert_close(panel.before, fused)
+    torch.testing.assert_close(panel.after, network_diffusion(_normalize_rows(fused)[None, None], alpha=0.7)[0, 0])
+    torch.testing.assert_close(panel.map_before.flatten(), _normalize_rows(fused)[0][trace.patch_positions])
+
+
+def test_vim_attention_map_has_both_directions_per_layer():
+    from attnlens.experiments.image_attention_map import image_attention_map_data
+
+    adapter = create_tiny_adapter("test_vim")
+    amap = image_attention_map_data(adapter, Image.new("RGB", (16, 16), (9, 90, 200)), layers=None)
+    assert [p.title for p in amap.panels] == ["layer 0, forward", "layer 0, backward", "layer 1, forward",
+                                              "layer 1, backward"]
+    forward, backward = amap.panels[0].before, amap.panels[1].before
+    assert torch.equal(forward, forward.tril()) and torch.equal(backward, backward.triu())
+    assert float(forward.min()) == 0.0 and float(forward.max()) == 1.0  # abs, min-max scaled as the authors plot
+
+
+def test_attention_map_cli_on_an_image(tiny_vit_dir, tmp_path, capsys):
+    picture = tmp_path / "p.png"
+    Image.new("RGB", (30, 30), (10, 20, 30)).save(picture)
+    out = tmp_path / "figure.png"
+    assert main(["--quiet", "attention-map", str(picture), "--model", str(tiny_vit_dir), "--out", str(out),
+                 "--layers", "0,1"]) == 0
+    with Image.open(out) as figure:
+        figure.verify()
+    for args, message in ((["--layers", "2"], "Expected every entry of `--layers` to lie in [-2, 1], but got 2"),
+                          (["--layers", "0,0"], "Expected the entries of `--layers` to be distinct layers"),
+                          (["--out", str(tmp_path / "f.html")], "Expected `--out` to end in .png for an image model")):
+        argv = ["attention-map", str(picture), "--model", str(tiny_vit_dir), "--out", str(tmp_path / "x.png"), *args]
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "f.html").exists()
