@@ -172,3 +172,27 @@ def test_attention_map_cli_on_an_image(tiny_vit_dir, tmp_path, capsys):
         assert main(argv) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "f.html").exists()
+
+
+VIM_FIXTURES = SHARED_DATA / "vim"
+
+
+@needs_photos
+@pytest.mark.skipif(not (VIM_FIXTURES / "vim_reduced.safetensors").is_file(), reason="Vim fixtures not found")
+def test_cli_on_the_shared_photos_with_the_reduced_vim(tmp_path, capsys):
+    """The reference-checked reduced Vision Mamba (../shared/data/vim) read as a vim=DIR folder (links, no copies)."""
+    folder = tmp_path / "vim-reduced"
+    folder.mkdir()
+    (folder / "config.json").symlink_to(VIM_FIXTURES / "vim_reduced_config.json")
+    (folder / "model.safetensors").symlink_to(VIM_FIXTURES / "vim_reduced.safetensors")
+    out = tmp_path / "rows"
+    methods = "raw,rollout,diffused_rollout,mamba_attr,released_rollout,released_mamba_attr"
+    assert main(["--quiet", "image", str(PHOTOS), "--model", f"vim={folder}", "--out", str(out), "--methods",
+                 methods, "--alpha", "0.8"]) == 0, capsys.readouterr().err
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert predictions["methods"][2] == "diffused_rollout@0.8"
+    for photo in sorted(PHOTOS.glob("*.jpg")):
+        with Image.open(out / f"{photo.stem}.png") as figure:
+            figure.verify()
+        maps = np.load(out / f"{photo.stem}.npy")
+        assert maps.shape == (6, 4, 4) and np.isfinite(maps).all() and (maps.max(axis=(1, 2)) > 0).all()
