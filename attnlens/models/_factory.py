@@ -75,7 +75,8 @@ def load_adapter(name_or_path: str, *, device: str | torch.device = "cpu") -> ob
     """Read the model's Hugging Face config, pick the registered adapter family, and load it.
 
     Args:
-        name_or_path: hub id or local folder, or a Vim spec (``vim-small=FILE.pth``, ``vim=DIR``).
+        name_or_path: hub id or local folder, or a Vim spec (``vim-small=FILE.pth``, ``vim=DIR``), or a timm
+            spec (``timm:MODEL_NAME[=FILE]``, needs ``pip install attnlens[timm]``).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
 
     Returns:
@@ -95,6 +96,9 @@ def load_adapter(name_or_path: str, *, device: str | torch.device = "cpu") -> ob
     from attnlens.models.vim_adapter import VimAdapter, parse_vim_spec  # noqa: PLC0415 - Vim has no HF config
     if (vim_spec := parse_vim_spec(name_or_path)) is not None:
         return VimAdapter.from_spec(*vim_spec, device=device)
+    from attnlens.models.timm_vit import TimmViTAdapter, parse_timm_spec  # noqa: PLC0415 - timm has no HF config
+    if (timm_spec := parse_timm_spec(name_or_path)) is not None:
+        return TimmViTAdapter.from_spec(*timm_spec, device=device)
     _check_model_reference(name_or_path)
     from transformers import AutoConfig  # noqa: PLC0415
 

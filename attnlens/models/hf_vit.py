@@ -211,6 +211,40 @@ class ViTAdapter(Adapter):
         specials = ["[CLS]", "[DIST]"][: self.num_special]
         return specials + [f"patch({r},{c})" for r in range(self.grid[0]) for c in range(self.grid[1])]
 
+    # --- the model's pieces (a subclass for another ViT implementation overrides these) -------
+    def _logits(self, pixels: Tensor) -> Tensor:
+        """The model's logits `(B, C)` on `(B, 3, H, W)` pixels."""
+        return self.model(pixel_values=pixels).logits
+
+    @contextlib.contextmanager
+    def _recording(self, gradients: bool) -> Iterator[dict[str, Any]]:
+        """While tracing: ``record["leaves"]`` gets the first layer's input as a leaf requiring gradients
+        (when `gradients`); every hook and flag is restored on exit."""
+        record: dict[str, Any] = {}
+        if not gradients:
+            yield record
+            return
+        with _output_leaf(self._base.embeddings) as leaves:
+            record["leaves"] = leaves
+            yield record
+
+    def _traced_forward(self, pixels: Tensor, record: dict[str, Any]) -> tuple[Tensor, list[Tensor]]:
+        """Logits `(B, C)` and the per-layer attention probabilities `(B, H, n, n)`, inside :meth:`_recording`."""
+        outputs = self.model(pixel_values=pixels, output_attentions=True)
+        return outputs.logits, list(outputs.attentions or [])
+
+    def _position_embeddings(self) -> Tensor:
+        """`(1, n, d)` position embeddings added to every token (class tokens too) before the first layer."""
+        return self._base.embeddings.position_embeddings
+
+    def _embed(self, pixels: Tensor) -> Tensor:
+        """`(B, n, d)` the first layer's input: patch embeddings, class tokens, position embeddings."""
+        return self._base.embeddings(pixels)
+
+    def _final(self, hidden: Tensor) -> Tensor:
+        """Logits `(B, C)` from the last layer's output `(B, n, d)`: final norm and head."""
+        return self._head(self._base.layernorm(hidden))
+
     def _head(self, sequence_output: Tensor) -> Tensor:
         """Logits `(B, C)` from the final-norm output `(B, n, d)`: the class token's head, or the mean of both
         heads of a DeiT with teacher."""
@@ -263,14 +297,13 @@ class ViTAdapter(Adapter):
         batch = pixels.shape[0]
         gold = label_indices(labels, batch)
         gradients = saliency is not None
-        leaf = _output_leaf(self._base.embeddings) if gradients else contextlib.nullcontext([])
-        with eval_mode(self.model), frozen_parameters(self.model), torch.set_grad_enabled(gradients), leaf as leaves:
-            outputs = self.model(pixel_values=pixels, output_attentions=True)
-            attentions = outputs.attentions
-            if not attentions or any(a is None for a in attentions):
+        with (eval_mode(self.model), frozen_parameters(self.model), torch.set_grad_enabled(gradients),
+              self._recording(gradients) as record):
+            logits, attentions = self._traced_forward(pixels, record)
+            if len(attentions) != self.num_layers or any(a is None for a in attentions):
                 raise ExplainError("Expected the model to return attention weights, but it returned none (it needs "
                                    "attn_implementation='eager').")
-            logits = outputs.logits
+            leaves = record.get("leaves", [])
             chosen = resolve_target(target, logits=logits, labels=gold, lookup=self.class_index)
             grads = attention_grads = None
             if gradients:
@@ -284,7 +317,7 @@ class ViTAdapter(Adapter):
         if grads is not None:
             embedded = leaves[0].detach()
             if saliency_at == "word_embeddings":
-                embedded = embedded - self._base.embeddings.position_embeddings.detach()
+                embedded = embedded - self._position_embeddings().detach()
             saliency_values = reduce_saliency(grads, embedded, mask, how=saliency)
             extras["attention_grad"] = torch.stack(attention_grads, dim=1)
         special = torch.zeros(batch, n, dtype=torch.bool, device=pixels.device)
@@ -302,7 +335,7 @@ class ViTAdapter(Adapter):
         """The model's logits `(B, C)` (one batch, eval mode, no gradients)."""
         pixels = self.pixel_values(images)
         with eval_mode(self.model), torch.no_grad():
-            return self.model(pixel_values=pixels).logits
+            return self._logits(pixels)
 
     def perturb(self, images: Tensor | Sequence[Any], keep_mask: Tensor, *, mode: str = "remove") -> Tensor:
         """Logits `(B, C)` with the patches where `keep_mask` is False removed or masked, all in one batch.
@@ -339,8 +372,8 @@ class ViTAdapter(Adapter):
                 pixel_keep = patches.repeat_interleave(self.patch_size[0], 1).repeat_interleave(self.patch_size[1], 2)
                 covered = torch.ones(batch, *pixels.shape[-2:], dtype=pixels.dtype, device=pixels.device)
                 covered[:, : pixel_keep.shape[1], : pixel_keep.shape[2]] = pixel_keep
-                return self.model(pixel_values=pixels * covered[:, None]).logits
-            return self._removed_logits(self._base.embeddings(pixels), keep)
+                return self._logits(pixels * covered[:, None])
+            return self._removed_logits(self._embed(pixels), keep)
 
     def _removed_logits(self, embedded: Tensor, keep: Tensor) -> Tensor:
         """The encoder, final norm and head on the kept tokens of `embedded (B, n, d)`, packed left and padded."""
@@ -353,8 +386,9 @@ class ViTAdapter(Adapter):
         if bool(valid.all()):
             for layer in layers:
                 hidden = _first(layer(hidden))
-            return self._head(self._base.layernorm(hidden))
-        if "attention_mask" not in inspect.signature(layers[0].forward).parameters:  # transformers 4: one group per count
+            return self._final(hidden)
+        key_mask = self._key_mask_argument(layers[0])
+        if key_mask is None:  # transformers 4: no key mask, one group per count
             out = torch.empty(keep.shape[0], self.num_classes, dtype=embedded.dtype, device=embedded.device)
             for count in counts.unique().tolist():
                 rows = (counts == count).nonzero().flatten()
@@ -363,8 +397,15 @@ class ViTAdapter(Adapter):
         blocked = torch.zeros(valid.shape, dtype=hidden.dtype, device=hidden.device)
         blocked = blocked.masked_fill(~valid, torch.finfo(hidden.dtype).min)[:, None, None, :]
         for layer in layers:
-            hidden = _first(layer(hidden, attention_mask=blocked))
-        return self._head(self._base.layernorm(hidden))
+            hidden = _first(layer(hidden, **{key_mask: blocked}))
+        return self._final(hidden)
+
+
+    @staticmethod
+    def _key_mask_argument(layer: torch.nn.Module) -> str | None:
+        """The name of a layer's additive attention-mask argument, None when it takes none."""
+        parameters = inspect.signature(layer.forward).parameters
+        return next((name for name in ("attention_mask", "attn_mask") if name in parameters), None)
 
 
 def _first(output: Tensor | tuple) -> Tensor:
