@@ -2,6 +2,8 @@
 
 from attnlens.experiments.attention_map import AttentionMap, attention_map, attention_map_data, compute_attention_map
 from attnlens.experiments.explain import ExplainConfig, Explanation, explain
+from attnlens.experiments.image_attention_map import ImageAttentionMap, image_attention_map_data
+from attnlens.experiments.image_maps import ImageConfig, ImageMaps, explain_images, image_maps
 from attnlens.experiments.score_table import ScoreTable
 from attnlens.experiments.scoring import ScoreOptions, score
 from attnlens.experiments.sst2 import SST2StudyConfig, run_sst2_study, write_sst2_outputs
@@ -14,6 +16,9 @@ __all__ = [
     "AttentionMap",
     "ExplainConfig",
     "Explanation",
+    "ImageAttentionMap",
+    "ImageConfig",
+    "ImageMaps",
     "MethodSummary",
     "SST2StudyConfig",
     "ScoreOptions",
@@ -26,6 +31,9 @@ __all__ = [
     "compute_attention_map",
     "default_model_dir",
     "explain",
+    "explain_images",
+    "image_attention_map_data",
+    "image_maps",
     "run_and_write_study",
     "run_study",
     "run_sst2_study",
