@@ -173,7 +173,8 @@ class VimConfig:
             768
         """
         if not isinstance(args, Mapping):
-            raise ValueError(f"Expected `args` to be a mapping of constructor arguments, but got {type(args).__name__}.")
+            raise ValueError(f"Expected `args` to be a mapping of constructor arguments, but got "
+                             f"{type(args).__name__}.")
         values: dict[str, Any] = {}
         for key, value in args.items():
             if key in _IGNORED_ARGS or key.startswith("_"):
@@ -552,7 +553,8 @@ class VisionMamba(nn.Module):
 
     # --- running ----------------------------------------------------------------------------------
     def embed(self, images: Tensor) -> Tensor:
-        """`(B, 3, H, W)` images → `(B, n, D)` tokens entering block 0 (class token inserted, position embedding added).
+        """`(B, 3, H, W)` images → `(B, n, D)` tokens entering block 0 (class token inserted, position embedding
+        added).
 
         Raises:
             ValueError: on images that are not `(B, channels, img_size, img_size)`.
@@ -732,12 +734,20 @@ def load_vim_folder(folder: str | Path) -> VisionMamba:
     return load_vim_checkpoint(weights, config)
 
 
-def save_vim_folder(model: VisionMamba, folder: str | Path, *, labels: list[str] | None = None) -> Path:
-    """Write ``config.json`` (constructor arguments; ``id2label`` when `labels` are given) and
-    ``model.safetensors``, which :func:`load_vim_folder` reads back.
+def save_vim_folder(model: VisionMamba, folder: str | Path, *, labels: list[str] | None = None,
+                    preprocessing: object | None = None) -> Path:
+    """Write ``config.json`` (constructor arguments; ``id2label`` when `labels` are given; ``preprocessing``,
+    the fields of an :class:`~attnlens.datasets.images.ImagePreprocessing`, when given) and
+    ``model.safetensors``, which :func:`load_vim_folder` (weights) and ``load_adapter("vim=DIR")`` (all)
+    read back.
+
+    Zhu et al. 2024, "Vision Mamba".
 
     Returns:
         The folder.
+
+    Raises:
+        ValueError: on `labels` that do not name every class.
     """
     from safetensors.torch import save_file  # noqa: PLC0415
 
@@ -748,6 +758,8 @@ def save_vim_folder(model: VisionMamba, folder: str | Path, *, labels: list[str]
         if len(labels) != model.config.num_classes:
             raise ValueError(f"Expected `labels` to hold {model.config.num_classes} names, but got {len(labels)}.")
         args["id2label"] = {str(i): str(name) for i, name in enumerate(labels)}
+    if preprocessing is not None:
+        args["preprocessing"] = dataclasses.asdict(preprocessing)
     save_file({key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()},
               str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps(args, indent=1) + "\n", encoding="utf-8")

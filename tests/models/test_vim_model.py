@@ -186,7 +186,8 @@ def _reference_scan(u, delta, A, B, C):
     state = torch.zeros(batch, channels, A.shape[1], dtype=u.dtype)
     out = []
     for t in range(n):
-        state = torch.exp(delta[:, :, t, None] * A) * state + (delta[:, :, t] * u[:, :, t])[..., None] * B[:, None, :, t]
+        inputs = (delta[:, :, t] * u[:, :, t])[..., None] * B[:, None, :, t]
+        state = torch.exp(delta[:, :, t, None] * A) * state + inputs
         out.append((state * C[:, None, :, t]).sum(dim=-1))
     return torch.stack(out, dim=-1)
 
@@ -304,14 +305,17 @@ def test_bad_specs_and_files(tmp_path):
 
 def test_folder_round_trip_with_labels_safetensors_and_pth(tmp_path):
     model = tiny_vim()
-    folder = save_vim_folder(model, tmp_path / "tiny", labels=["a", "b", "c"])
+    from attnlens.datasets.images import ImagePreprocessing
+
+    preprocessing = ImagePreprocessing(size=(16, 16), resize_to=20, crop=(16, 16), mean=(0.1, 0.2, 0.3))
+    folder = save_vim_folder(model, tmp_path / "tiny", labels=["a", "b", "c"], preprocessing=preprocessing)
     images = torch.randn(2, 3, 16, 16)
     loaded = load_vim_folder(folder)
     assert loaded.config == TINY_VIM_CONFIG
     with torch.no_grad():
         torch.testing.assert_close(loaded(images), model(images), atol=0, rtol=0)
     adapter = load_adapter(f"vim={folder}")
-    assert [adapter.label(i) for i in range(3)] == ["a", "b", "c"] and adapter.preprocessing.size == (16, 16)
+    assert [adapter.label(i) for i in range(3)] == ["a", "b", "c"] and adapter.preprocessing == preprocessing
     (folder / "model.safetensors").rename(folder / "weights.safetensors")
     assert load_vim_folder(folder).config == TINY_VIM_CONFIG  # the one weights file there
     (folder / "weights.safetensors").unlink()
