@@ -229,15 +229,22 @@ def _hidden_attention_block(
         keys = torch.mul(p_t[:, :, :, :, None], r_t[:, None], out=buffer)
         out = torch.matmul(g_t, keys.view(batch, chunks, channels, length, states).transpose(-1, -2))
         out = out.transpose(1, 2).reshape(batch, channels, chunks, q, chunks, q)
-    else:  # contract channels and states at once: (b, I) batches of (q × D·N) @ (D·N × L)
+    else:  # contract channels and states at once: per query chunk I, (q × D·N) @ (D·N × I·q) over keys J < I
         inner = channels * states
         p_t = _copy(scale.permute(2, 3, 4, 0, 1), work(("P", level), (batch, chunks, chunks, channels, states), dt))
         r_t = _copy(right.permute(2, 3, 4, 0, 1), work(("R", level), (batch, chunks, q, channels, states), dt))
         g_t = _copy(left.permute(2, 3, 4, 0, 1), work(("G", level), (batch, chunks, q, channels, states), dt))
-        buffer = work(("keys", level), (batch, chunks, chunks, q, channels, states), dt)
-        keys = torch.mul(p_t[:, :, :, None], r_t[:, None], out=buffer)
-        out = torch.bmm(g_t.view(batch * chunks, q, inner), keys.view(batch * chunks, length, inner).transpose(1, 2))
-        out = out.view(batch, chunks, q, chunks, q)
+        rows = []
+        for index in range(chunks):  # only the J < I blocks: half the products and key blocks of all (I, J)
+            if index == 0:
+                rows.append(dt.new_zeros(batch, q, length))
+                continue
+            buffer = work(("keys", level), (batch, index, q, channels, states), dt)
+            keys = torch.mul(p_t[:, index, :index, None], r_t[:, :index], out=buffer)
+            block = torch.bmm(g_t[:, index].reshape(batch, q, inner),
+                              keys.view(batch, index * q, inner).transpose(1, 2))
+            rows.append(F.pad(block, (0, length - index * q)))
+        out = torch.stack(rows, dim=1).view(batch, chunks, q, chunks, q)
 
     # Diagonal blocks: the same problem on each chunk alone, with the next chunk size.
     diagonal = _hidden_attention_block(
