@@ -476,8 +476,8 @@ class BidirectionalMamba(nn.Module):
         delta = F.softplus(F.linear(dt, dt_proj.weight, dt_proj.bias).float()).transpose(1, 2)
         A = -torch.exp(A_log.float())
         B, C = B.transpose(1, 2).float(), C.transpose(1, 2).float()
-        y = selective_scan(u.float(), delta, A, B, C) + D.float()[:, None] * u
-        return y * F.silu(z), ScanTensors(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z)
+        y = selective_scan(u.float(), delta, A, B, C) + D.float()[:, None] * u.float()
+        return (y * F.silu(z.float())).to(x.dtype), ScanTensors(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z)
 
     def forward(self, hidden: Tensor, record: list[ScanTensors] | None = None) -> Tensor:
         """`(B, n, D)` normalised tokens → `(B, n, D)` mixer output; appends both directions' scans to `record`."""
@@ -504,7 +504,7 @@ class VimBlock(nn.Module):
     def forward(self, hidden: Tensor, residual: Tensor | None,
                 record: list[ScanTensors] | None = None) -> tuple[Tensor, Tensor]:
         residual = hidden.float() if residual is None else residual + self.drop_path(hidden).float()
-        return self.mixer(self.norm(residual), record), residual
+        return self.mixer(self.norm(residual).to(self.norm.weight.dtype), record), residual
 
 
 def _trunc_normal_(tensor: Tensor, std: float = 0.02) -> None:
