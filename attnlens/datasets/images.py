@@ -127,8 +127,8 @@ def load_image(path: str | os.PathLike) -> Any:
                             f"({first}).", "path") from None
     width, height = image.size
     if min(width, height) < MIN_IMAGE_SIDE:
-        raise ArgumentError(f"Expected `path` to be an image of at least {MIN_IMAGE_SIDE}×{MIN_IMAGE_SIDE} pixels, but "
-                            f"{file} is {width}×{height}.", "path")
+        raise ArgumentError(f"Expected `path` to be an image of at least {MIN_IMAGE_SIDE}×{MIN_IMAGE_SIDE} pixels, "
+                            f"but {file} is {width}×{height}.", "path")
     return image
 
 
@@ -218,7 +218,8 @@ class ImagePreprocessing:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "size", _pair(self.size, "size"))
-        if self.resize_to is not None and not (isinstance(self.resize_to, int) and not isinstance(self.resize_to, bool)):
+        exact = not (isinstance(self.resize_to, int) and not isinstance(self.resize_to, bool))
+        if self.resize_to is not None and exact:
             set_(self, "resize_to", _pair(self.resize_to, "resize_to"))
         elif isinstance(self.resize_to, int) and self.resize_to <= 0:
             raise ArgumentError(f"Expected `resize_to` to be a positive int, a pair (height, width) or None, but got "

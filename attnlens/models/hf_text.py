@@ -69,6 +69,8 @@ class TextClassifierAdapter(Adapter):
         max_length: truncation length; defaults to the model's maximum positions.
     """
 
+    provides = frozenset({"attention", "attention_gradients"})
+
     def __init__(self, model: torch.nn.Module, tokenizer: object, *, max_length: int | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -261,7 +263,10 @@ class TextClassifierAdapter(Adapter):
         Returns:
             A :class:`Trace` with attentions `(B, L, H, n, n)` (zero on padded rows and columns),
             mask `(B, n)`, logits `(B, C)`, target `(B,)`, readout `(B,)` and saliency `(B, n)`
-            (float, on the model's device).
+            (float, on the model's device); when `saliency` is not None also
+            ``extras["attention_grad"]`` `(B, L, H, n, n)`, the gradient of the target logit w.r.t.
+            each layer's attention probabilities (zero on padding), from the same backward pass, for
+            gradient-weighted rollout (Chefer, Gur & Wolf, CVPR 2021).
 
         Raises:
             ExplainError: on empty texts, a bad target, or a model that returns no attention.
@@ -293,14 +298,17 @@ class TextClassifierAdapter(Adapter):
             logits = outputs.logits
             chosen = resolve_target(target, logits=logits, labels=gold, lookup=self.class_index)
             grads = grad_at = None
-            if gradients:
+            extras: dict[str, Tensor] = {}
+            if gradients:  # one backward pass: the input gradient and every layer's attention gradient
                 grad_at = leaves[0] if saliency_at == "word_embeddings" else outputs.hidden_states[0]
                 picked = logits.gather(1, chosen[:, None]).sum()
-                (grads,) = torch.autograd.grad(picked, grad_at)
+                grads, *attention_grads = torch.autograd.grad(picked, [grad_at, *attentions], allow_unused=True)
+                if all(g is not None for g in attention_grads):
+                    extras["attention_grad"] = _apply_mask(torch.stack(attention_grads, dim=1), mask)
         stacked = _apply_mask(torch.stack([a.detach() for a in attentions], dim=1), mask)
         sal = reduce_saliency(grads, grad_at.detach(), mask, how=saliency) if grads is not None else None
         return Trace(tokens=tokens, mask=mask, attentions=stacked, logits=logits.detach(), target=chosen,
-                     saliency=sal, input_ids=inputs["input_ids"],
+                     saliency=sal, input_ids=inputs["input_ids"], extras=extras,
                      labels=None if gold is None else gold.to(self.device, non_blocking=True),
                      special_mask=special, readout=self._readout(mask))
 

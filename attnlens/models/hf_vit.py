@@ -202,7 +202,7 @@ class ViTAdapter(Adapter):
         return [self.num_tokens] * count
 
     def pixel_values(self, images: Tensor | Sequence[Any]) -> Tensor:
-        """`(B, 3, H, W)` float pixel values on the model's device (see :func:`~attnlens.datasets.images.as_pixel_values`)."""
+        """`(B, 3, H, W)` float pixel values on the model's device (:func:`~attnlens.datasets.images.as_pixel_values`)."""
         pixels = as_pixel_values(images, self.preprocessing)
         dtype = next(self.model.parameters()).dtype
         return pixels.to(self.device, dtype, non_blocking=True)

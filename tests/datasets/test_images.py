@@ -207,7 +207,8 @@ def test_from_hf_reads_a_preprocessor_config(tmp_path):
     pre = ImagePreprocessing.from_hf(tmp_path)
     assert pre == ImagePreprocessing(size=(16, 16), resize_to=(20, 20), crop=(16, 16), mean=IMAGENET_MEAN,
                                      std=IMAGENET_STD, resample="bicubic")
-    assert ImagePreprocessing.from_hf(tmp_path / "preprocessor_config.json") == pre == ImagePreprocessing.from_hf(config)
+    assert ImagePreprocessing.from_hf(tmp_path / "preprocessor_config.json") == pre
+    assert ImagePreprocessing.from_hf(config) == pre
     image = Image.fromarray(RNG.randint(0, 256, (30, 50, 3), dtype=np.uint8))
     torch.testing.assert_close(pre([image])[0], _by_hand(image, pre, (20, 20), (2, 2)), atol=1e-5, rtol=0)
     from transformers.models.deit.image_processing_pil_deit import DeiTImageProcessorPil

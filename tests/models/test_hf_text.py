@@ -284,3 +284,27 @@ def test_causal_tokenizer_without_any_fallback_token_is_refused():
     adapter.tokenizer.unk_token = None
     with pytest.raises(ExplainError, match="Expected the tokenizer to have a padding, end-of-text or unknown token"):
         CausalTextClassifierAdapter(adapter.model, adapter.tokenizer)
+
+
+@pytest.mark.parametrize("name", ["test_bert", "test_distilbert", "test_roberta", "test_electra", "test_albert",
+                                  "test_deberta_v2", "test_gpt2", "test_gpt2_left", "test_llama"])
+def test_attention_grad_is_the_autograd_gradient_of_each_text_alone(name):
+    """``extras["attention_grad"]`` (for gradient-weighted rollout) against autograd on the model itself, per
+    text without padding; it is zero on padded rows and columns."""
+    from attnlens.models import create_tiny_adapter
+
+    adapter = create_tiny_adapter(name)
+    assert "attention_gradients" in adapter.provides
+    trace = adapter.trace(TEXTS, target=[1, 0, 1], saliency="l2")
+    grad = trace.extras["attention_grad"]
+    assert grad.shape == trace.attentions.shape and torch.isfinite(grad).all()
+    pad = ~trace.mask
+    assert (grad * pad[:, None, None, :, None]).abs().sum() == 0
+    assert (grad * pad[:, None, None, None, :]).abs().sum() == 0
+    for b in range(len(TEXTS)):
+        valid = trace.mask[b]
+        ids = trace.input_ids[b][valid][None]
+        out = adapter.model(input_ids=ids, output_attentions=True)
+        expected = torch.stack(torch.autograd.grad(out.logits[0, int(trace.target[b])], out.attentions), dim=1)
+        torch.testing.assert_close(grad[b][:, :, valid][:, :, :, valid], expected[0], atol=1e-6, rtol=1e-4)
+    assert "attention_grad" not in adapter.trace(TEXTS, saliency=None).extras
