@@ -242,6 +242,8 @@ class ImagePreprocessing:
         """timm's ImageNet evaluation defaults: the shorter side resized bicubically to
         ``floor(size / 0.875)``, a `size`×`size` center crop, ImageNet mean and std.
 
+        timm: Wightman, github.com/huggingface/pytorch-image-models (``resolve_data_config``).
+
         Example:
             >>> ImagePreprocessing.imagenet().resize_to
             256
@@ -255,6 +257,8 @@ class ImagePreprocessing:
     @classmethod
     def from_hf(cls, folder_or_config: str | os.PathLike | dict | object) -> ImagePreprocessing:
         """Read a Hugging Face image processor config (``ViTImageProcessor``, ``DeiTImageProcessor``).
+
+        As Hugging Face transformers' image processors (Wolf et al., EMNLP 2020 demos) apply it.
 
         Keys read: ``do_resize``, ``size`` (``{"height", "width"}``, ``{"shortest_edge"}`` or an
         int), ``do_center_crop``, ``crop_size``, ``do_normalize``, ``image_mean``, ``image_std``

@@ -122,6 +122,8 @@ class ViTAdapter(Adapter):
     def from_pretrained(cls, name_or_path: str, *, device: str | torch.device = "cpu") -> ViTAdapter:
         """Load a ViT/DeiT classifier by hub id or local folder (float32, eager attention) and its preprocessing.
 
+        ViT: Dosovitskiy et al., ICLR 2021; DeiT: Touvron et al., ICML 2021.
+
         Raises:
             ExplainError: when the model cannot be loaded or has no image-classification head.
         """
@@ -332,13 +334,16 @@ class ViTAdapter(Adapter):
                      patch_positions=torch.arange(rows * columns, device=pixels.device) + self.num_special)
 
     def predict(self, images: Tensor | Sequence[Any]) -> Tensor:
-        """The model's logits `(B, C)` (one batch, eval mode, no gradients)."""
+        """The model's logits `(B, C)` on `(B, 3, H, W)` pixels or B paths / PIL images (one batch, eval mode, no
+        gradients). ViT: Dosovitskiy et al., ICLR 2021."""
         pixels = self.pixel_values(images)
         with eval_mode(self.model), torch.no_grad():
             return self._logits(pixels)
 
     def perturb(self, images: Tensor | Sequence[Any], keep_mask: Tensor, *, mode: str = "remove") -> Tensor:
         """Logits `(B, C)` with the patches where `keep_mask` is False removed or masked, all in one batch.
+
+        ViT: Dosovitskiy et al., ICLR 2021 (DeiT: Touvron et al., ICML 2021).
 
         ``"mask"`` sets every pixel of a dropped patch to 0 in normalised space (the dataset's mean
         colour) and runs the model on the image (exact per patch: ViT patches do not overlap).
