@@ -4,7 +4,7 @@ Per image (batch 1) at Vim-small shape (embed 384, 24 layers, E = 768 scan chann
 224 px, n = 197 tokens), random weights (seed 0; A_log, D and the Δ biases moved off their
 initialisation as in the shared reference fixture, so decays differ per channel), float32,
 ``torch.set_num_threads(--threads)`` (default 1: the CPU is shared). Each time is the best of
-``--repeats`` runs after one warm-up.
+``--repeats`` rounds after one warm-up; every round runs (a)–(d) once each, interleaved.
 
 (a) floor: ``model(images)`` under ``torch.no_grad()``;
 (b) forward + backward: the recording forward pass and the one backward pass of a trace
@@ -41,14 +41,18 @@ from attnlens.models.vim import VisionMamba  # noqa: E402
 from attnlens.models.vim_adapter import VimAdapter, _layer_attention, readout_rows  # noqa: E402
 
 
-def best(call, repeats: int) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def best_interleaved(calls: dict, repeats: int) -> dict[str, float]:
+    """Best time of each call over `repeats` rounds, every round running each call once (after one warm-up),
+    so that a slower period of a shared CPU hits all of them alike."""
+    for call in calls.values():
         call()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}
 
 
 def random_vim(name: str) -> VisionMamba:
@@ -97,10 +101,8 @@ def main() -> None:
         for p in model.parameters():
             p.requires_grad_(True)
 
-    state = {}
-
     def trace() -> None:
-        state["trace"] = adapter.trace(images)
+        adapter.trace(images)
 
     def trace_and_methods() -> None:
         traced = adapter.trace(images)
@@ -123,11 +125,9 @@ def main() -> None:
         "states": config.d_state, "batch": 1, "threads": args.threads, "repeats": args.repeats,
         "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
     }
-    results["floor_forward_s"] = best(forward, args.repeats)
-    results["forward_backward_s"] = best(forward_backward, args.repeats)
-    results["hidden_attention_all_layers_s"] = best(hidden_attention_only, args.repeats)
-    results["trace_s"] = best(trace, args.repeats)
-    results["trace_and_methods_s"] = best(trace_and_methods, args.repeats)
+    results.update(best_interleaved({"floor_forward_s": forward, "forward_backward_s": forward_backward,
+                                     "hidden_attention_all_layers_s": hidden_attention_only, "trace_s": trace,
+                                     "trace_and_methods_s": trace_and_methods}, args.repeats))
     results["trace_over_floor"] = results["trace_s"] / results["floor_forward_s"]
     results["trace_and_methods_over_floor"] = results["trace_and_methods_s"] / results["floor_forward_s"]
 

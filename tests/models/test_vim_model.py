@@ -334,3 +334,26 @@ def test_folder_round_trip_with_labels_safetensors_and_pth(tmp_path):
     (folder / "config.json").unlink()
     with pytest.raises(ArgumentError, match="Expected `model` to be a Vim folder with a config.json, but .* has none"):
         load_vim_folder(folder)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 12))
+def test_flipping_the_tokens_equals_swapping_the_two_directions(seed, n):
+    """The backward branch is the forward branch on the flipped sequence: with every mixer's forward and
+    backward parameters swapped, the blocks map flipped tokens to the flipped hidden states."""
+    model = tiny_vim(seed=seed % 7)
+    swapped = tiny_vim(seed=seed % 7)
+    with torch.no_grad():
+        for layer in swapped.layers:
+            mixer = layer.mixer
+            for forward, backward in (("A_log", "A_b_log"), ("D", "D_b"), ("conv1d", "conv1d_b"),
+                                      ("x_proj", "x_proj_b"), ("dt_proj", "dt_proj_b")):
+                one, other = getattr(mixer, forward), getattr(mixer, backward)
+                for a, b in zip(one.parameters() if isinstance(one, torch.nn.Module) else [one],
+                                other.parameters() if isinstance(other, torch.nn.Module) else [other]):
+                    saved = a.detach().clone()
+                    a.copy_(b)
+                    b.copy_(saved)
+        tokens = torch.randn(2, n, TINY_VIM_CONFIG.embed_dim, generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(swapped.forward_hidden(tokens.flip(1)), model.forward_hidden(tokens).flip(1),
+                                   atol=1e-5, rtol=1e-5)
