@@ -30,7 +30,8 @@ class Adapter(abc.ABC):
         family: the registered family name (set by ``register_adapter``).
         modality: ``"text"`` or ``"image"``. Image adapters take a `(B, 3, H, W)` float tensor
             already preprocessed, or B images (paths or PIL images) that they read and preprocess
-            as the model's own preprocessing config says; their traces fill ``grid`` and
+            as the model's own preprocessing config says (their ``preprocessing`` attribute, an
+            :class:`~attnlens.datasets.images.ImagePreprocessing`); their traces fill ``grid`` and
             ``patch_positions``.
         task: ``"classification"`` (classes are labels) or ``"language_modeling"`` (classes are
             the vocabulary, read at the next-token position).
