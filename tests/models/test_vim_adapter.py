@@ -330,3 +330,21 @@ def test_state_restored_after_success_and_failure():
         handle.remove()
     assert model.training and [p.requires_grad for p in model.parameters()] == flags and _hooks(model) == hooks
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_reduced_reference_vim_as_a_folder_explains_the_shared_photos(tmp_path):
+    from tests.conftest import SHARED_DATA
+
+    source = SHARED_DATA / "vim"
+    photos = sorted((SHARED_DATA / "images").glob("*.jpg"))[:2]
+    if not (source / "vim_reduced.safetensors").is_file() or not photos:
+        pytest.skip(f"Vim reference fixtures or photos not found under {SHARED_DATA}")
+    folder = tmp_path / "reduced"
+    folder.mkdir()
+    (folder / "config.json").write_text((source / "vim_reduced_config.json").read_text())  # nested constructor args
+    (folder / "model.safetensors").symlink_to(source / "vim_reduced.safetensors")
+    adapter = load_adapter(f"vim={folder}")
+    assert adapter.num_layers == 4 and adapter.num_tokens == 17 and adapter.preprocessing.size == (64, 64)
+    trace = adapter.trace([str(p) for p in photos])
+    assert trace.attentions.shape == (2, 4, 1, 17, 17) and torch.isfinite(trace.attentions).all()
+    torch.testing.assert_close(trace.logits, adapter.predict([str(p) for p in photos]), atol=ATOL, rtol=0)
