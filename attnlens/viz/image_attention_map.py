@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 
 from attnlens._files import _write_atomic
+from attnlens.experiments.image_attention_map import ImageAttentionMap
 from attnlens.methods.patch_map import upsample_patch_map
 from attnlens.viz.image_rows import overlay_scale
 
 
-def plot_image_attention_map(amap, out: str | os.PathLike, *, dpi: int = 110) -> Path:
+def plot_image_attention_map(amap: ImageAttentionMap, out: str | os.PathLike, *, dpi: int = 110) -> Path:
     """Write a PNG: per panel (layer, and direction for Vision Mamba) the matrix before diffusion,
     after it, and the class token's row of both over the image.
 
