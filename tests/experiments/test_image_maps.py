@@ -196,3 +196,15 @@ def test_cli_on_the_shared_photos_with_the_reduced_vim(tmp_path, capsys):
             figure.verify()
         maps = np.load(out / f"{photo.stem}.npy")
         assert maps.shape == (6, 4, 4) and np.isfinite(maps).all() and (maps.max(axis=(1, 2)) > 0).all()
+
+
+@needs_photos
+@pytest.mark.skipif(not (VIM_FIXTURES / "vim_reduced.safetensors").is_file(), reason="Vim fixtures not found")
+def test_a_checkpoint_of_another_model_exits_2_naming_the_mismatch(tmp_path, capsys):
+    out = tmp_path / "rows"
+    code = main(["image", str(PHOTOS / "1.jpg"), "--model", f"vim-tiny={VIM_FIXTURES / 'vim_reduced.safetensors'}",
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and not out.exists()
+    assert "Expected `--model` to hold the state dict of a Vim with embed_dim 192" in err
+    assert "missing key(s)" in err and "shape mismatch(es)" in err
