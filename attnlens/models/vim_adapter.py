@@ -44,6 +44,12 @@ by its sum, as :mod:`attnlens.models.hf_mamba` does). Extras, all float32:
 One forward pass records what every scan saw (:class:`~attnlens.models.vim.ScanTensors`) and one
 backward pass gives ``residual_grad`` and the saliency; the backward always runs (``residual_grad``
 needs it), also with ``saliency=None``.
+
+Cost. The channel-mean hidden attention of one layer and direction is n²·E·N multiply-adds (Vim-S:
+197² · 768 · 16 ≈ 0.48 G for the full square), more than the whole layer's forward pass (≈ 0.2 G), so
+the 48 matrices of a Vim-S trace dominate it: on one CPU thread a trace takes about 14 times the
+forward pass (``benchmarks/bench_vim.py``), the hidden attention being ~130 times faster than the
+authors' per-(r, c) loop.
 """
 
 from __future__ import annotations
