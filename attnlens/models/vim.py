@@ -268,11 +268,16 @@ def vim_config(name_or_config: str | VimConfig) -> VimConfig:
 # --- the selective scan -------------------------------------------------------------------------
 
 
+def _tokens_first(x: Tensor) -> Tensor:
+    """`(B, K, n)` → contiguous `(n, B, K)`: every big scan tensor is then contiguous, one token per slice."""
+    return x.permute(2, 0, 1).contiguous()
+
+
 def _scan_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:
-    """States `H (n, B, E, N)` and decays `exp(Δ A) (n, B, E, N)` of ``h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t``."""
-    delta_t = delta.permute(2, 0, 1)  # (n, b, E)
-    decay = torch.exp(delta_t[..., None] * A)
-    states = (delta_t * u.permute(2, 0, 1))[..., None] * B.permute(2, 0, 1)[:, :, None, :]
+    """Token-first `u, delta (n, B, E)`, `B (n, B, N)` → states `H (n, B, E, N)` and decays `exp(Δ A) (n, B, E, N)`
+    of ``h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t``."""
+    decay = torch.exp(delta[..., None] * A)
+    states = (delta * u)[..., None] * B[:, :, None, :]
     for t in range(1, states.shape[0]):
         states[t].addcmul_(decay[t], states[t - 1])
     return states, decay
@@ -283,28 +288,28 @@ class _SelectiveScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:  # noqa: D102
-        states, _ = _scan_states(u, delta, A, B)
-        ctx.save_for_backward(u, delta, A, B, C)
-        return torch.einsum("lben,lbn->bel", states, C.permute(2, 0, 1))
+        u_t, delta_t, B_t, C_t = (_tokens_first(x) for x in (u, delta, B, C))
+        states, _ = _scan_states(u_t, delta_t, A, B_t)
+        ctx.save_for_backward(u_t, delta_t, A, B_t, C_t)
+        return torch.matmul(states, C_t[..., None])[..., 0].permute(1, 2, 0)  # (n, b, E) → (b, E, n)
 
     @staticmethod
     def backward(ctx, grad_y: Tensor):  # noqa: D102
-        u, delta, A, B, C = ctx.saved_tensors
-        states, decay = _scan_states(u, delta, A, B)
-        grad_t = grad_y.permute(2, 0, 1)  # (n, b, E)
+        u_t, delta_t, A, B_t, C_t = ctx.saved_tensors
+        states, decay = _scan_states(u_t, delta_t, A, B_t)
+        grad_t = _tokens_first(grad_y)  # (n, b, E)
         # G_t = ∂/∂h_t = g_t C_t + exp(Δ_{t+1} A) G_{t+1}
-        grad_states = grad_t[..., None] * C.permute(2, 0, 1)[:, :, None, :]
+        grad_states = grad_t[..., None] * C_t[:, :, None, :]
         for t in range(grad_states.shape[0] - 2, -1, -1):
             grad_states[t].addcmul_(decay[t + 1], grad_states[t + 1])
         need_u, need_delta, need_A, need_B, need_C = ctx.needs_input_grad
         grad_u = grad_delta = grad_A = grad_B = grad_C = None
-        if need_C:
-            grad_C = torch.einsum("lbe,lben->bnl", grad_t, states)
-        delta_t, u_t = delta.permute(2, 0, 1), u.permute(2, 0, 1)
-        if need_B:
-            grad_B = torch.einsum("lben,lbe->bnl", grad_states, delta_t * u_t)
+        if need_C:  # Σ_e g_e h_{e,s}
+            grad_C = torch.matmul(grad_t[:, :, None, :], states)[:, :, 0].permute(1, 2, 0)
+        if need_B:  # Σ_e G_{e,s} Δ_e u_e
+            grad_B = torch.matmul((delta_t * u_t)[:, :, None, :], grad_states)[:, :, 0].permute(1, 2, 0)
         if need_u or need_delta:
-            grad_du = torch.einsum("lben,lbn->lbe", grad_states, B.permute(2, 0, 1))  # ∂/∂(Δ u)
+            grad_du = torch.matmul(grad_states, B_t[..., None])[..., 0]  # ∂/∂(Δ u), (n, b, E)
             if need_u:
                 grad_u = (grad_du * delta_t).permute(1, 2, 0)
         if need_delta or need_A:
@@ -315,7 +320,7 @@ class _SelectiveScan(torch.autograd.Function):
                 grad_delta[1:] += (exponent_grad * A).sum(dim=-1)
                 grad_delta = grad_delta.permute(1, 2, 0)
             if need_A:
-                grad_A = torch.einsum("lben,lbe->en", exponent_grad, delta_t[1:])
+                grad_A = (exponent_grad * delta_t[1:, :, :, None]).sum(dim=(0, 1))
         return grad_u, grad_delta, grad_A, grad_B, grad_C
 
 
