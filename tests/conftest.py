@@ -123,3 +123,26 @@ def tiny_mamba_lm(vocab_size: int, seed: int = 0):
             layer.mixer.A_log.add_(0.5 * torch.randn_like(layer.mixer.A_log))
             layer.mixer.D.add_(0.5 * torch.randn_like(layer.mixer.D))
     return model
+
+
+@pytest.fixture(scope="session")
+def trained_vision_models(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny ViT and Vision Mamba trained once per test run on placed digits (16 px canvas, 4 px patches;
+    `attnlens.training.vision.train_placed_digits_models`, about 20 s + 30 s at one thread), and held-out
+    placed digits (digits of split "test", never seen in training).
+
+    Returns a namespace: ``vit`` and ``vim`` (model folders: ``load_adapter(str(vit))``,
+    ``load_adapter(f"vim={vim}")``), ``vit_result`` and ``vim_result`` (`TrainResult`), ``held_out`` (400
+    `PlacedDigits`), ``size`` (16).
+    """
+    from types import SimpleNamespace
+
+    from attnlens.datasets import placed_digits
+    from attnlens.training.vision import PlacedDigitsRecipe, train_placed_digits_models
+
+    recipe = PlacedDigitsRecipe()
+    trained = train_placed_digits_models(tmp_path_factory.mktemp("placed-digit-models"), seed=0, recipe=recipe,
+                                         progress=False)
+    held_out = placed_digits(400, recipe.size, seed=2, split="test")
+    return SimpleNamespace(vit=trained.vit, vim=trained.vim, vit_result=trained.vit_result,
+                           vim_result=trained.vim_result, held_out=held_out, size=recipe.size)

@@ -368,7 +368,7 @@ def tiny_vit_classifier(size: int = 32, patch: int = 4, classes: int = 10, *, la
 
 
 def tiny_vim_classifier(size: int = 32, patch: int = 4, classes: int = 10, *, layers: int = 4, hidden: int = 64,
-                        state: int = 8, seed: int = 0) -> nn.Module:
+                        state: int = 8, conv: int = 4, seed: int = 0) -> nn.Module:
     """A tiny Vision Mamba (`attnlens.models.vim.VisionMamba`) with its class token in the middle, seeded.
 
     Zhu et al. 2024, "Vision Mamba: Efficient Visual Representation Learning with Bidirectional
@@ -381,6 +381,9 @@ def tiny_vim_classifier(size: int = 32, patch: int = 4, classes: int = 10, *, la
         layers: Mamba blocks.
         hidden: model width.
         state: SSM state size per channel.
+        conv: kernel of the causal depthwise convolution before each scan (``d_conv``; 4 in the official
+            models). It mixes that many neighbouring tokens outside the hidden attention, so a map from
+            hidden attention cannot see what it moves; 1 makes the scan the only token mixer.
         seed: seed of the initial weights (the global RNG is forked, not changed).
 
     Returns:
@@ -397,12 +400,12 @@ def tiny_vim_classifier(size: int = 32, patch: int = 4, classes: int = 10, *, la
     from attnlens.models.vim import VimConfig, VisionMamba  # noqa: PLC0415
 
     for name, value in (("size", size), ("patch", patch), ("classes", classes), ("layers", layers),
-                        ("hidden", hidden), ("state", state)):
+                        ("hidden", hidden), ("state", state), ("conv", conv)):
         _check_integer(value, name, low=1, description="a positive integer")
     if size % patch:
         raise ArgumentError(f"Expected `patch` to divide `size` = {size}, but got {patch}.", "patch")
     config = _vim_config(VimConfig, size=size, patch=patch, classes=classes, layers=layers, hidden=hidden,
-                         state=state)
+                         state=state, conv=conv)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = VisionMamba(config)
@@ -410,10 +413,10 @@ def tiny_vim_classifier(size: int = 32, patch: int = 4, classes: int = 10, *, la
 
 
 def _vim_config(config_class: Any, *, size: int, patch: int, classes: int, layers: int, hidden: int,
-                state: int) -> Any:
+                state: int, conv: int) -> Any:
     """The `VimConfig` of a tiny middle-class-token Vim (names as the official constructor's)."""
     return config_class(img_size=size, patch_size=patch, stride=patch, channels=3, embed_dim=hidden, depth=layers,
-                        d_state=state, num_classes=classes, use_middle_cls_token=True)
+                        d_state=state, d_conv=conv, num_classes=classes, use_middle_cls_token=True)
 
 
 # ----------------------------------------------------------------------------------------------- placed digits
@@ -430,7 +433,17 @@ class PlacedDigitsModels(NamedTuple):
 
 @dataclass(frozen=True)
 class PlacedDigitsRecipe:
-    """Data and training settings of the placed-digits models (see `train_placed_digits_models`)."""
+    """Data and training settings of the placed-digits models (see `train_placed_digits_models`).
+
+    Measured on one CPU thread (2-core machine shared with other work): the ViT reaches about 0.97
+    held-out accuracy in 600 steps (16–20 s), the Vim about 0.93–0.97 in 400 steps (35–60 s).
+
+    The Vim has ``conv = 1`` (``d_conv``; official models: 4): with a kernel of 4, the causal convolution
+    before each scan carries a digit's pixels into the next three tokens, which on a 4×4 grid are the
+    neighbouring quadrant's patches, and the tiny model reads the digit there; hidden attention, which
+    starts after the convolution, then points next to the digit (its rollout's top patch lands in the
+    digit's quadrant for 2–25 % of held-out images, below the 25 % of chance, against 100 % with ``conv = 1``).
+    """
 
     size: int = 16
     patch: int = 4
@@ -441,8 +454,8 @@ class PlacedDigitsRecipe:
     batch_size: int = 64
     vit: dict = field(default_factory=lambda: {"layers": 2, "hidden": 64, "heads": 4, "learning_rate": 3e-3,
                                                "max_steps": 600})
-    vim: dict = field(default_factory=lambda: {"layers": 2, "hidden": 64, "state": 8, "learning_rate": 3e-3,
-                                               "max_steps": 250})
+    vim: dict = field(default_factory=lambda: {"layers": 2, "hidden": 64, "state": 8, "conv": 1,
+                                               "learning_rate": 3e-3, "max_steps": 400})
 
 
 def train_placed_digits_models(folder: str | os.PathLike, *, seed: int = 0, time_budget: float | None = None,
