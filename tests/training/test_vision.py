@@ -140,3 +140,11 @@ def test_trained_models_are_accurate_and_load(trained_vision_models, tmp_path):
     for spec in (str(models.vit), f"vim={models.vim}"):
         adapter = load_adapter(spec)
         torch.testing.assert_close(adapter.predict([str(p) for p in paths]), adapter.predict(images))
+
+
+def test_module_entry_point_refuses_bad_options(tmp_path, capsys):
+    from attnlens.training.vision import main
+
+    assert main(["--out", str(tmp_path / "models"), "--models", "bert"]) == 2
+    assert "Expected `models` to name some of 'vit', 'vim'" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
