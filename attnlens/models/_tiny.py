@@ -107,6 +107,13 @@ def _test_deberta_v2() -> Adapter:
                     pos_att_type=["p2c", "c2p"], position_buckets=16, max_relative_positions=32, type_vocab_size=0)
 
 
+@register_tiny_variant("test_mpnet", family="text")
+def _test_mpnet() -> Adapter:
+    from transformers import MPNetConfig, MPNetForSequenceClassification  # noqa: PLC0415
+
+    return _encoder(MPNetForSequenceClassification, MPNetConfig)
+
+
 @register_tiny_variant("test_gpt2", family="causal_text")
 def _test_gpt2() -> Adapter:
     from transformers import GPT2Config, GPT2ForSequenceClassification  # noqa: PLC0415
