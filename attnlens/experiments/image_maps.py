@@ -136,7 +136,7 @@ def top_classes(logits: Tensor, names: Sequence[str], k: int = 5) -> list[list[t
 
     Example:
         >>> top_classes(torch.tensor([[0.0, 2.0, 1.0]]), ["a", "b", "c"], k=2)
-        [[('b', 0.665), ('c', 0.2447)]]
+        [[('b', 0.6652), ('c', 0.2447)]]
     """
     probabilities = torch.softmax(logits.detach().double(), dim=-1)
     values, indices = probabilities.topk(min(k, probabilities.shape[-1]), dim=-1)
