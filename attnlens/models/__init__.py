@@ -16,8 +16,8 @@ from attnlens.models.base import Adapter
 from attnlens.models.hf_causal_text import CausalTextClassifierAdapter
 from attnlens.models.hf_mamba import MambaAdapter, ScanInputs
 from attnlens.models.hf_text import TextClassifierAdapter, load_text_classifier
-from attnlens.models.vim_adapter import VimAdapter
 from attnlens.models.hf_vit import ViTAdapter
+from attnlens.models.vim_adapter import VimAdapter
 from attnlens.models import _tiny  # noqa: F401, E402 - registers the tiny test_* variants
 from attnlens.models import _tiny_vision  # noqa: F401, E402 - registers test_vit and test_deit
 
@@ -30,8 +30,8 @@ __all__ = [
     "MambaAdapter",
     "ScanInputs",
     "TextClassifierAdapter",
-    "VimAdapter",
     "ViTAdapter",
+    "VimAdapter",
     "adapter_for_config",
     "create_tiny_adapter",
     "get_adapter_class",
