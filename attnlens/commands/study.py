@@ -14,8 +14,16 @@ HELP = ("Correlate each method's relevance with input-gradient saliency, per met
 
 def run_correlation_study(config: StudyOptions, args: argparse.Namespace, description: str) -> int:
     """Run a study with a progress bar on stderr, then print its table (shared by `study` and `sst2`)."""
-    from attnlens.experiments.study import shard_folder  # noqa: PLC0415
+    from attnlens.experiments.study import run_and_write_distances, shard_folder  # noqa: PLC0415
 
+    if config.distances:
+        with progress_bar("layer distances", quiet=args.quiet) as update:
+            out = run_and_write_distances(config, progress=update)
+        console = stderr_console(args.quiet)
+        if not args.quiet:
+            console.print((out / "distances.md").read_text(encoding="utf-8"), markup=False, highlight=False)
+        console.print(f"distances written to {out}", highlight=False)
+        return 0
     with progress_bar(description, quiet=args.quiet) as update:
         result = run_and_write_study(config, progress=update)
     if result is None:  # a --shard job, or a rank other than 0: rank 0 / `attnlens merge` writes the outputs

@@ -65,7 +65,8 @@ class StudyOptions:
     methods: tuple[str, ...] = field(default=("raw", "rollout", "selective"), metadata=option(
         "comma list of registered methods", choices=list_methods))
     thresholds: tuple[str, ...] = field(default=("0.5", "1", "2"), metadata=option(
-        "selective-rollout thresholds, comma list; one result selective@<t> each"))
+        "selective-rollout thresholds, comma list; one result selective@<t> each; auto:Q takes the Q quantile "
+        "(0-1) of the model's distances between consecutive layers on the data (see --distances)"))
     alphas: tuple[str, ...] = field(default=("0.9",), metadata=option(
         "network-diffusion strengths in [0, 1), comma list", flag="--alpha"))
     reduce: str = field(default="max", metadata=option(
@@ -96,6 +97,10 @@ class StudyOptions:
     resume: bool = field(default=False, metadata=option(
         "continue a run that stopped (killed, crashed): score only the batches its shard files lack"))
     keep_shards: bool = field(default=False, metadata=option("keep <out>.shards/ after the outputs are written"))
+    distances: bool = field(default=False, metadata=option(
+        "instead of the study, write the distribution of the distances selective rollout thresholds (consecutive "
+        "layers, Frobenius and per token) and the thresholds that skip 25/50/75 %% of layers: distances.md, .csv, "
+        ".json, .png in --out"))
 
     def score_options(self) -> ScoreOptions:
         """The options of :func:`~attnlens.experiments.scoring.score`."""
@@ -181,7 +186,31 @@ def validate_study(config: StudyOptions) -> list[MethodVariant]:
     _check_integer(config.limit, "limit", low=1, allow_none=True, description="a positive integer")
     _check_integer(config.max_tokens, "max_tokens", low=2, allow_none=True, description="an integer of at least 2")
     _check_integer(config.seed, "seed")
-    return expand_methods(list(config.methods), threshold=list(config.thresholds), alpha=list(config.alphas),
+    from attnlens.experiments.layer_distances import parse_auto_threshold  # noqa: PLC0415
+
+    # auto:Q thresholds are resolved once the model is loaded (_prepare); here they are only checked.
+    plain = [t for t in config.thresholds if parse_auto_threshold(t) is None]
+    thresholds = (plain or ["1"]) if len(plain) < len(config.thresholds) else list(config.thresholds)
+    return expand_methods(list(config.methods), threshold=thresholds, alpha=list(config.alphas),
+                          distance=config.distance, head_fusion=config.head_fusion)
+
+
+def _resolve_auto_thresholds(config: StudyOptions, adapter: Adapter, examples: Examples,
+                             model_name: str) -> list[MethodVariant] | None:
+    """The methods with every ``auto:Q`` threshold replaced by the Q quantile of the consecutive-layer
+    distances on `examples`; None when no threshold is automatic."""
+    from attnlens.experiments.layer_distances import (  # noqa: PLC0415
+        has_auto_thresholds,
+        measure_layer_distances,
+        resolve_thresholds,
+    )
+
+    if not has_auto_thresholds(config.thresholds):
+        return None
+    distribution = measure_layer_distances(adapter, examples, batch_size=config.batch_size,
+                                           head_fusion=config.head_fusion, model=model_name)
+    thresholds = resolve_thresholds(config.thresholds, distribution, distance=config.distance)
+    return expand_methods(list(config.methods), threshold=list(thresholds), alpha=list(config.alphas),
                           distance=config.distance, head_fusion=config.head_fusion)
 
 
@@ -216,7 +245,7 @@ def _rerun_config(config: StudyOptions, model: str) -> dict:
     return document
 
 
-_PROCESS_OPTIONS = ("out", "shard", "resume", "keep_shards")  # how a run is carried out, not what it measures
+_PROCESS_OPTIONS = ("out", "shard", "resume", "keep_shards", "distances")  # how a run is carried out, not what it measures
 _NOT_IN_SHARDS = ("device", "batch_size", "seed")  # shards scored with any of these merge (seed is the summary's)
 
 
@@ -279,10 +308,12 @@ def _prepare(config: StudyOptions, adapter: Adapter | None, examples: Examples |
     model_name = str(model_name or getattr(getattr(adapter.model, "config", None), "_name_or_path", "model"))
     if config.max_tokens is not None and hasattr(adapter, "max_length"):
         adapter.max_length = min(int(adapter.max_length), config.max_tokens)
+    examples = align_labels(examples, adapter)
+    methods = _resolve_auto_thresholds(config, adapter, examples, model_name) or methods
     lengths = adapter.count_tokens(examples.texts)
     if any(m.spec.name == "flow" for m in methods):
         _warn_if_flow_is_long(lengths, adapter.num_layers)
-    return methods, adapter, align_labels(examples, adapter), model_name, lengths
+    return methods, adapter, examples, model_name, lengths
 
 
 def _warn_if_flow_is_long(lengths: list[int], layers: int, limit_seconds: float = 60.0) -> None:
@@ -436,6 +467,42 @@ def run_and_write_study(config: StudyOptions, *, progress: ProgressFn | None = N
                               keep_shards=config.keep_shards)
 
 
+def run_and_write_distances(config: StudyOptions, *, progress: ProgressFn | None = None) -> Path:
+    """Measure the distances between the layers' attention on the study's data and write them (``--distances``).
+
+    Selective Attention Rollout (the thesis): the distribution its threshold is chosen from, see
+    :mod:`attnlens.experiments.layer_distances`. Writes ``distances.md``, ``distances.csv``,
+    ``distances.json`` and ``distances.png`` to `config.out` (default: a new folder
+    ``runs/distances-<model>-<time>``), every option and the output location checked first.
+
+    Returns:
+        The output folder.
+
+    Raises:
+        ArgumentError: on a bad option, model or data, or an unusable output folder.
+    """
+    from attnlens.experiments.layer_distances import measure_layer_distances, write_distance_outputs  # noqa
+    from attnlens.models import load_adapter  # noqa: PLC0415
+    from attnlens.models.defaults import resolve_sst2_model  # noqa: PLC0415
+
+    if config.shard is not None or config.resume:
+        raise ArgumentError("Expected `distances` to run in one process, without `shard` or `resume`, but got "
+                            f"shard={config.shard!r}, resume={config.resume}.", "distances")
+    validate_study(config)
+    _check_output(config)
+    examples = config.load_examples()
+    model_name = resolve_sst2_model(config.model)
+    adapter = load_adapter(model_name, device=config.device)
+    if config.max_tokens is not None and hasattr(adapter, "max_length"):
+        adapter.max_length = min(int(adapter.max_length), config.max_tokens)
+    distribution = measure_layer_distances(adapter, examples, batch_size=config.batch_size,
+                                           head_fusion=config.head_fusion, model=model_name, progress=progress)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model_name).name or model_name).strip("-")
+    out = Path(config.out) if config.out is not None else (
+        Path("runs") / f"distances-{slug}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return write_distance_outputs(distribution, out)
+
+
 def _check_world_size(folder: Path, world: int) -> None:
     """A shard folder holds the shards of one number of processes; another one cannot resume it."""
     if not folder.is_dir():
@@ -570,6 +637,7 @@ __all__ = [
     "default_out_dir",
     "merge_from_config",
     "merge_study_shards",
+    "run_and_write_distances",
     "run_and_write_study",
     "run_study",
     "shard_folder",

@@ -3,6 +3,7 @@
 from attnlens.methods._common import fuse_heads
 from attnlens.methods.attention_flow import attention_flow, estimate_flow_seconds
 from attnlens.methods.hidden_attention import hidden_attention
+from attnlens.methods.layer_distances import LayerDistances, layer_distances
 from attnlens.methods.gradient_rollout import gradient_rollout
 from attnlens.methods.mamba_attr import mamba_attr, mamba_attr_alpha_grad
 from attnlens.methods.patch_map import patch_map, upsample_patch_map
@@ -14,11 +15,13 @@ from attnlens.methods.rollout import rollout
 from attnlens.methods.selective_rollout import SelectiveRollout, selective_rollout
 
 __all__ = [
+    "LayerDistances",
     "SelectiveRollout",
     "attention_flow",
     "estimate_flow_seconds",
     "fuse_heads",
     "hidden_attention",
+    "layer_distances",
     "gradient_rollout",
     "mamba_attr",
     "mamba_attr_alpha_grad",
