@@ -293,10 +293,11 @@ def _plot(distribution: DistanceDistribution, path: Path) -> None:
             bottom.plot(grid, [distribution.skipped_share(t, distance) for t in grid], color="C0")
             for q in (0.25, 0.5, 0.75):
                 bottom.axvline(distribution.quantile(q, distance), color="C1", linestyle=":", linewidth=1)
-            bottom.set_xlabel(f"threshold ({label}); dotted: quartiles of the consecutive distances")
+            bottom.set_xlabel(f"threshold ({label}); dotted: quartiles of consecutive distances", fontsize=8)
             bottom.set_ylabel("share of layers skipped")
             bottom.set_ylim(0, 1)
-        fig.suptitle(f"{distribution.title}: {distribution.model}, {len(distribution.ids)} examples")
+        fig.suptitle(f"{distribution.title}: {Path(distribution.model).name or distribution.model}, "
+                     f"{len(distribution.ids)} examples")
         fig.tight_layout()
         fig.savefig(path)
     finally:
