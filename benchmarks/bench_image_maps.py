@@ -18,6 +18,7 @@ Rounds alternate floor and maps; the best of each is reported. One torch thread 
 (the 2-core CPU is shared; say so with the numbers).
 
     python benchmarks/bench_image_maps.py [--models vim-small,vit-b16] [--batch 1] [--rounds 3] [--cap 20]
+    python benchmarks/bench_image_maps.py --models vim-small --methods raw,rollout,diffused_rollout  # no backward pass
     python benchmarks/bench_image_maps.py --device cuda --batch 32 --threads 16
 """
 
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cap", type=float, default=20.0, help="seconds for the authors' loop before extrapolating")
+    parser.add_argument("--methods", default=None, help="comma-separated methods (default: the model's default row)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="JSON results file (default: benchmarks/results/image_maps_<device>.json)")
@@ -100,7 +102,8 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in args.models.split(","):
         adapter = build(name, args.device)
-        methods = check_image_methods(adapter, default_image_methods(adapter), alpha=0.9)
+        names = args.methods.split(",") if args.methods else default_image_methods(adapter)
+        methods = check_image_methods(adapter, names, alpha=0.9)
         height, width = adapter.preprocessing.size
         pixels = torch.randn(args.batch, 3, height, width, generator=torch.Generator().manual_seed(1)).to(args.device)
         image_maps(adapter, pixels, methods)  # warm-up

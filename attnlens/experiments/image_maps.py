@@ -108,6 +108,8 @@ def image_maps(adapter: Any, images: Tensor | Sequence[Any], methods: Sequence[M
     needs_gradients = any(v.spec.needs - {"attention", "readout_rows"} for v in methods)
     if needs_gradients:
         options["saliency"] = "sum_abs"  # runs the backward pass that fills the gradients
+    elif "gradients" in inspect.signature(adapter.trace).parameters:
+        options["gradients"] = False  # forward only
     pixel_values = _pixels(adapter, images)
     trace = adapter.trace(pixel_values, **options)
     cache = MethodCache(trace.attentions, trace.mask, extras=trace.extras, readout=trace.readout)

@@ -42,8 +42,8 @@ by its sum, as :mod:`attnlens.models.hf_mamba` does). Extras, all float32:
   part of ∂ target logit / ∂ residual stream entering block l (Mamba-Attr of Ali et al.).
 
 One forward pass records what every scan saw (:class:`~attnlens.models.vim.ScanTensors`) and one
-backward pass gives ``residual_grad`` and the saliency; the backward always runs (``residual_grad``
-needs it), also with ``saliency=None``.
+backward pass gives ``residual_grad`` and the saliency; the backward runs also with ``saliency=None``
+(``residual_grad`` needs it) unless ``gradients=False`` asks for a forward-only trace.
 
 Cost. The channel-mean hidden attention of one layer and direction is n²·E·N multiply-adds (Vim-S:
 197² · 768 · 16 ≈ 0.48 G for the full square), more than the whole layer's forward pass (≈ 0.2 G), so
@@ -371,6 +371,7 @@ class VimAdapter(Adapter):
         saliency: str | None = "sum_abs",
         saliency_at: str = "layer_input",
         combine: str = "sum",
+        gradients: bool = True,
     ) -> Trace:
         """Run one batch: hidden attention of every layer and direction, logits, target, saliency, Mamba-Attr gradients.
 
@@ -383,18 +384,21 @@ class VimAdapter(Adapter):
             labels: B gold labels, optional.
             saliency: ``"sum_abs"``, ``"l2"``, ``"grad_x_input"`` of the gradient of the target logit w.r.t.
                 the first block's input (the embedded tokens), or None (the backward pass still runs for
-                ``residual_grad``).
+                ``residual_grad`` unless `gradients` is False).
             saliency_at: ``"layer_input"`` (the tokens entering block 0, position embedding added) or
                 ``"word_embeddings"`` (the same gradient; for ``grad_x_input`` the embedding before the
                 position embedding is added).
             combine: ``"sum"``, ``"mean"`` or ``"splice"`` (see the module docstring).
+            gradients: run the backward pass for ``residual_grad``; with False and `saliency` None the trace
+                is forward only (no ``residual_grad``: for the methods that need no gradients, about a
+                third of the time at Vim-S shape).
 
         Returns:
             A :class:`Trace`: attentions `(B, L, 1, n, n)` = norm_rows(|combined|), mask `(B, n)` all True,
             logits `(B, C)`, target `(B,)`, readout `(B,)` = p, saliency `(B, n)` or None, special_mask (the
             class token), grid, patch_positions `(M,)`, extras ``hidden_attention_fwd``,
             ``hidden_attention_bwd``, ``hidden_attention`` `(B, L, n, n)`, ``readout_rows`` `(B, L, E, n)`,
-            ``residual_grad`` `(B, L, n)`.
+            ``residual_grad`` `(B, L, n)` (not with ``gradients=False`` and no saliency).
 
         Raises:
             ExplainError: on bad images or a bad target (a ValueError).
@@ -408,20 +412,24 @@ class VimAdapter(Adapter):
         batch, n, position = pixels.shape[0], self.num_tokens, self.position
         gold = label_indices(labels, batch)
         record: list[VimLayerRecord] = []
-        with eval_mode(self.model), frozen_parameters(self.model), torch.enable_grad():
-            tokens = self.model.embed(pixels).detach().requires_grad_(True)
+        backward = gradients or saliency is not None
+        with eval_mode(self.model), frozen_parameters(self.model), torch.set_grad_enabled(backward):
+            tokens = self.model.embed(pixels).detach().requires_grad_(backward)
             logits = self.model.forward_tokens(tokens, record=record)
             chosen = resolve_target(target, logits=logits, labels=gold, lookup=self.class_index)
             picked = logits.gather(1, chosen[:, None]).sum()
-            residual_grads = torch.autograd.grad(picked, [layer.residual for layer in record])
+            residual_grads = torch.autograd.grad(picked, [layer.residual for layer in record]) if backward else None
         with torch.no_grad():
             record = [_detached(layer) for layer in record]
             pairs = [_layer_attention(layer) for layer in record]
             forward = torch.stack([pair[0] for pair in pairs], dim=1)
-            backward = torch.stack([pair[1] for pair in pairs], dim=1)
-            combined = combine_directions(forward, backward, position=position, combine=combine)
+            backward_attention = torch.stack([pair[1] for pair in pairs], dim=1)
+            combined = combine_directions(forward, backward_attention, position=position, combine=combine)
             rows = torch.stack([readout_rows(layer, position=position, combine=combine) for layer in record], dim=1)
-            residual_grad = torch.stack([g.clamp(min=0).amax(dim=-1) for g in residual_grads], dim=1)
+            extras = {"hidden_attention_fwd": forward, "hidden_attention_bwd": backward_attention,
+                      "hidden_attention": combined, "readout_rows": rows}
+            if residual_grads is not None:
+                extras["residual_grad"] = torch.stack([g.clamp(min=0).amax(dim=-1) for g in residual_grads], dim=1)
             mask = torch.ones(batch, n, dtype=torch.bool, device=pixels.device)
             saliency_values = None
             if saliency is not None:
@@ -435,8 +443,7 @@ class VimAdapter(Adapter):
             tokens=[self.tokens() for _ in range(batch)], mask=mask,
             attentions=_normalize_rows(combined.abs())[:, :, None], logits=logits.detach(), target=chosen,
             saliency=saliency_values, labels=None if gold is None else gold.to(pixels.device), special_mask=special,
-            extras={"hidden_attention_fwd": forward, "hidden_attention_bwd": backward, "hidden_attention": combined,
-                    "readout_rows": rows, "residual_grad": residual_grad},
+            extras=extras,
             readout=torch.full((batch,), position, dtype=torch.long, device=pixels.device), grid=self.grid,
             patch_positions=self.patch_positions().to(pixels.device),
         )

@@ -348,3 +348,18 @@ def test_reduced_reference_vim_as_a_folder_explains_the_shared_photos(tmp_path):
     trace = adapter.trace([str(p) for p in photos])
     assert trace.attentions.shape == (2, 4, 1, 17, 17) and torch.isfinite(trace.attentions).all()
     torch.testing.assert_close(trace.logits, adapter.predict([str(p) for p in photos]), atol=ATOL, rtol=0)
+
+
+def test_forward_only_trace_equals_the_full_one_without_residual_gradients():
+    from attnlens.models import create_tiny_adapter
+
+    adapter = create_tiny_adapter("test_vim")
+    pixels = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    full = adapter.trace(pixels, saliency=None)
+    forward_only = adapter.trace(pixels, saliency=None, gradients=False)
+    assert "residual_grad" in full.extras and "residual_grad" not in forward_only.extras
+    for key in ("hidden_attention_fwd", "hidden_attention_bwd", "hidden_attention", "readout_rows"):
+        torch.testing.assert_close(forward_only.extras[key], full.extras[key])
+    torch.testing.assert_close(forward_only.attentions, full.attentions)
+    torch.testing.assert_close(forward_only.logits, full.logits)
+    assert adapter.trace(pixels, saliency="l2", gradients=False).saliency is not None  # saliency runs the backward
