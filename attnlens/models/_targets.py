@@ -23,6 +23,32 @@ class ExplainError(ValueError):
     """A model or input that attnlens cannot explain (one-line message)."""
 
 
+def class_from_name(name: object, names: list[str]) -> int:
+    """The index of a class given by name: an exact label, else a label matching without case (when only one
+    does), else a string of digits below the class count.
+
+    Raises:
+        TypeError: on a `name` that is not a string.
+        ExplainError: on an unknown name, listing the valid ones (the first 20 of a large label set).
+
+    Example:
+        >>> class_from_name("Positive", ["negative", "positive"]), class_from_name("0", ["negative", "positive"])
+        (1, 0)
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"Expected `name` to be a class name (str), but got {type(name).__name__}.")
+    folded = [label.casefold() for label in names]
+    if name in names:
+        return names.index(name)
+    if folded.count(name.casefold()) == 1:
+        return folded.index(name.casefold())
+    if name.strip().isdigit() and int(name) < len(names):
+        return int(name)
+    shown = ", ".join(repr(n) for n in names[:20]) + (", ..." if len(names) > 20 else "")
+    raise ExplainError(f"Expected `target` to be 'pred', 'gold', a class index or one of the class names {shown}, "
+                       f"but got {name!r}.")
+
+
 def _expected(unit: str) -> str:
     if unit == "class":
         return "class indices (int or list of ints)"

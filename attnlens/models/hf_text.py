@@ -29,7 +29,7 @@ from attnlens.models._loading import failure_cause, quiet_transformers
 from attnlens.models._perturb import gather_rows, perturbed_ids
 from attnlens.models._registry import register_adapter
 from attnlens.models._saliency import SALIENCY_POSITIONS, SALIENCY_REDUCTIONS, reduce_saliency
-from attnlens.models._targets import ExplainError, label_indices, resolve_target
+from attnlens.models._targets import ExplainError, class_from_name, label_indices, resolve_target
 from attnlens.models.base import Adapter
 from attnlens.trace import Trace
 
@@ -162,18 +162,7 @@ class TextClassifierAdapter(Adapter):
         Raises:
             ExplainError: on an unknown name, listing the valid ones.
         """
-        if not isinstance(name, str):
-            raise TypeError(f"Expected `name` to be a class name (str), but got {type(name).__name__}.")
-        names = [self.label(i) for i in range(self.num_classes)]
-        folded = [label.casefold() for label in names]
-        if name in names:
-            return names.index(name)
-        if folded.count(name.casefold()) == 1:
-            return folded.index(name.casefold())
-        if name.strip().isdigit() and int(name) < len(names):
-            return int(name)
-        raise ExplainError(f"Expected `target` to be 'pred', 'gold', a class index or one of the class names "
-                           f"{', '.join(repr(n) for n in names)}, but got {name!r}.")
+        return class_from_name(name, [self.label(i) for i in range(self.num_classes)])
 
     # --- tokenizing ---------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:

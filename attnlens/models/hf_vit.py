@@ -36,7 +36,7 @@ from attnlens.models._loading import failure_cause, quiet_transformers
 from attnlens.models._perturb import PERTURB_MODES, check_keep_mask
 from attnlens.models._registry import register_adapter
 from attnlens.models._saliency import SALIENCY_POSITIONS, SALIENCY_REDUCTIONS, reduce_saliency
-from attnlens.models._targets import ExplainError, label_indices, resolve_target
+from attnlens.models._targets import ExplainError, class_from_name, label_indices, resolve_target
 from attnlens.models.base import Adapter
 from attnlens.trace import Trace
 
@@ -178,19 +178,7 @@ class ViTAdapter(Adapter):
         Raises:
             ExplainError: on an unknown name, listing the valid ones (the first 20 of a large label set).
         """
-        if not isinstance(name, str):
-            raise TypeError(f"Expected `name` to be a class name (str), but got {type(name).__name__}.")
-        names = [self.label(i) for i in range(self.num_classes)]
-        folded = [label.casefold() for label in names]
-        if name in names:
-            return names.index(name)
-        if folded.count(name.casefold()) == 1:
-            return folded.index(name.casefold())
-        if name.strip().isdigit() and int(name) < len(names):
-            return int(name)
-        shown = ", ".join(repr(n) for n in names[:20]) + (", ..." if len(names) > 20 else "")
-        raise ExplainError(f"Expected `target` to be 'pred', 'gold', a class index or one of the class names {shown}, "
-                           f"but got {name!r}.")
+        return class_from_name(name, [self.label(i) for i in range(self.num_classes)])
 
     # --- inputs -------------------------------------------------------------------------------
     @property

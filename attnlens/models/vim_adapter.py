@@ -69,7 +69,7 @@ from attnlens.models._hooks import eval_mode, frozen_parameters
 from attnlens.models._perturb import PERTURB_MODES, check_keep_mask
 from attnlens.models._registry import register_adapter, register_tiny_variant
 from attnlens.models._saliency import SALIENCY_POSITIONS, SALIENCY_REDUCTIONS, reduce_saliency
-from attnlens.models._targets import ExplainError, label_indices, resolve_target
+from attnlens.models._targets import ExplainError, class_from_name, label_indices, resolve_target
 from attnlens.models.base import Adapter
 from attnlens.models.vim import VIM_CONFIGS, ScanTensors, VimConfig, VimLayerRecord, VisionMamba, load_vim_checkpoint
 from attnlens.models.vim import read_vim_folder
@@ -322,18 +322,7 @@ class VimAdapter(Adapter):
         Raises:
             ExplainError: on an unknown name, listing the valid ones (the first 20 of a large label set).
         """
-        if not isinstance(name, str):
-            raise TypeError(f"Expected `name` to be a class name (str), but got {type(name).__name__}.")
-        folded = [label.casefold() for label in self.labels]
-        if name in self.labels:
-            return self.labels.index(name)
-        if folded.count(name.casefold()) == 1:
-            return folded.index(name.casefold())
-        if name.strip().isdigit() and int(name) < self.num_classes:
-            return int(name)
-        shown = ", ".join(repr(n) for n in self.labels[:20]) + (", ..." if self.num_classes > 20 else "")
-        raise ExplainError(f"Expected `target` to be 'pred', 'gold', a class index or one of the class names {shown}, "
-                           f"but got {name!r}.")
+        return class_from_name(name, list(self.labels))
 
     # --- inputs -------------------------------------------------------------------------------
     @property
