@@ -13,6 +13,7 @@ from attnlens.metrics.faithfulness import (
     top_k_mask,
 )
 from attnlens.metrics.localization import pointing_game, segmentation_scores
+from attnlens.metrics.perturbation import deletion_auc, insertion_auc, perturbation_auc, perturbation_order
 from attnlens.metrics.spearman import spearman
 from attnlens.metrics.summary import (
     ScoreSummary,
@@ -27,11 +28,15 @@ __all__ = [
     "aopc_comprehensiveness",
     "aopc_sufficiency",
     "bootstrap_median_interval",
+    "deletion_auc",
     "gini",
+    "insertion_auc",
     "kendall_tau",
     "leave_one_out",
     "normalized_entropy",
     "paired_wilcoxon",
+    "perturbation_auc",
+    "perturbation_order",
     "pointing_game",
     "position_map",
     "randomization_similarity",
