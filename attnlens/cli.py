@@ -14,9 +14,9 @@ import warnings
 
 from attnlens._checks import ArgumentError, ArgumentTypeError
 from attnlens._options import option_names
-from attnlens.commands import attention_map, explain, finetune, image, image_study, merge, sst2, study
+from attnlens.commands import attention_map, evaluate, explain, finetune, image, image_study, merge, sst2, study
 
-COMMANDS = (study, sst2, merge, explain, attention_map, image, image_study, finetune)  # listed statically: a broken command is an error
+COMMANDS = (study, sst2, merge, explain, attention_map, image, image_study, finetune, evaluate)  # listed statically: a broken command is an error
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -350,6 +350,37 @@ def evaluate(config: EvaluateConfig, *, adapter: Adapter | None = None, examples
     return result
 
 
+def run_and_write_evaluation(config: EvaluateConfig, *, adapter: Adapter | None = None,
+                             examples: Examples | None = None, progress: ProgressFn | None = None) -> EvaluateResult:
+    """Check the options and the output folder, :func:`evaluate`, then write every output file atomically
+    into `config.out` (or a new ``runs/evaluate-<model>-<time>``).
+
+    Returns:
+        The :class:`EvaluateResult` with `out` set.
+
+    Raises:
+        ValueError: on bad options, data, model, or an output folder that is not new or empty.
+    """
+    import re  # noqa: PLC0415
+
+    from attnlens._checks import _check_creatable_folder  # noqa: PLC0415
+    from attnlens.experiments.evaluate_outputs import write_evaluation_outputs  # noqa: PLC0415
+    from attnlens.experiments.outputs import check_output_folder  # noqa: PLC0415
+
+    config.check()
+    if config.out is not None:
+        check_output_folder(config.out, "out")
+    else:
+        _check_creatable_folder("runs", "runs")
+    result = evaluate(config, adapter=adapter, examples=examples, progress=progress)
+    out = config.out
+    if out is None:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(result.summary["model"]).name).strip("-") or "model"
+        out = Path("runs") / f"evaluate-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
+    result.out = write_evaluation_outputs(result, out)
+    return result
+
+
 def _sanity_batch(adapter, texts, trace, maps: Tensor, variants, baselines, config: EvaluateConfig,
                   candidates: Tensor, steps: int) -> Tensor:
     """`(M, B, S)` ρ of every map after each cascade step with the trained model's (NaN for ``loo``)."""
@@ -418,4 +449,4 @@ def summarize_evaluation(result: EvaluateResult, *, seed: int = 0,
 
 
 __all__ = ["BASELINES", "METRICS", "EvaluateConfig", "EvaluateResult", "evaluate", "explanation_maps",
-           "summarize_evaluation"]
+           "run_and_write_evaluation", "summarize_evaluation"]
