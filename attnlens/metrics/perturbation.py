@@ -22,8 +22,6 @@ ORDERS = ("positive", "negative")
 
 def _curves_check(curves: Tensor, fractions: Tensor | None, *, default: Tensor | None) -> tuple[Tensor, Tensor]:
     """Check `(B, S)` (or `(S,)`) finite floating curves and `(S,)` increasing fractions; return `(B, S)` and `(S,)`."""
-    if not isinstance(curves, Tensor):
-        raise ArgumentError(f"Expected `curves` to be a torch.Tensor, but got {type(curves).__name__}.", "curves")
     _check_floating(curves, "curves")
     if curves.ndim not in (1, 2) or curves.shape[-1] < 2:
         raise ArgumentError(f"Expected `curves` to have shape (B, S) or (S,) with S >= 2 steps, but got "
@@ -173,8 +171,6 @@ def perturbation_order(maps: Tensor, *, order: str = "positive") -> Tensor:
 
 
 def _perturbation_order_check(maps: Tensor, order: str) -> None:
-    if not isinstance(maps, Tensor):
-        raise ArgumentError(f"Expected `maps` to be a torch.Tensor, but got {type(maps).__name__}.", "maps")
     _check_floating(maps, "maps")
     if maps.ndim != 2 or maps.shape[1] == 0:
         raise ArgumentError(f"Expected `maps` to have shape (B, P) with P >= 1 patches, but got "
