@@ -12,7 +12,9 @@ adapter (:mod:`attnlens.experiments.faithfulness`):
 - ``sanity``: Spearman ρ of the maps after every layer was randomised, top down, with the trained
   model's (Adebayo et al., NeurIPS 2018; lower is better, a method at ≥ 0.5 fails), with the
   curve over the cascade in ``results.json``;
-- ``position_rho``: Spearman ρ with the position-only map (a data-independent baseline).
+- ``position_rho``: Spearman ρ with the position-only map (a data-independent baseline);
+- ``reference_tau``: Kendall τ-b with the ``--reference`` explanation (input gradients, or captum's
+  Integrated Gradients, Input×Gradient, occlusion, KernelSHAP: :mod:`attnlens.experiments.references`).
 
 Every summary has the median, a bootstrap 95 % interval and a paired Wilcoxon test against
 rollout; outputs are written like the study's (JSON, CSV, markdown, PNG), all or nothing.
@@ -40,6 +42,7 @@ from attnlens.experiments.faithfulness import (
     leave_one_out_probabilities,
     target_probability,
 )
+from attnlens.experiments.references import CAPTUM_REFERENCES, captum_attributions
 from attnlens.experiments.scoring import REDUCTIONS, TARGETS, length_batches
 from attnlens.methods._common import _HEAD_FUSIONS
 from attnlens.methods.attention_flow import attention_flow
@@ -62,8 +65,10 @@ if TYPE_CHECKING:
     from attnlens.models import Adapter
 
 ProgressFn = Callable[[float, int], None]
-BASELINES = ("gradient", "grad_x_input", "loo", "position", "random")
-METRICS = ("aopc_comp", "aopc_suff", "loo_tau", "sanity", "position_rho")
+BASELINES = ("gradient", "grad_x_input", "loo", "position", "random", *CAPTUM_REFERENCES)
+REFERENCES = ("loo", "gradient", "grad_x_input", *CAPTUM_REFERENCES)
+METRICS = ("aopc_comp", "aopc_suff", "loo_tau", "sanity", "position_rho", "reference_tau")
+DEFAULT_METRICS = ("aopc_comp", "aopc_suff", "loo_tau", "sanity", "position_rho")
 LOWER_IS_BETTER = ("aopc_suff", "sanity")
 PERTURB_MODES = ("remove", "mask")
 SANITY_THRESHOLD = 0.5
@@ -90,7 +95,11 @@ class EvaluateConfig:
     methods: tuple[str, ...] = field(default=("raw", "rollout", "selective", "gradient", "loo", "random"),
                                      metadata=option("comma list of registered methods and baselines",
                                                      choices=_method_choices))
-    metrics: tuple[str, ...] = field(default=METRICS, metadata=option("comma list of metrics", choices=METRICS))
+    metrics: tuple[str, ...] = field(default=DEFAULT_METRICS, metadata=option(
+        "comma list of metrics (reference_tau: Kendall τ with --reference)", choices=METRICS))
+    reference: str = field(default="gradient", metadata=option(
+        "the reference explanation of reference_tau (ig, input_x_gradient, occlusion, kernel_shap need captum)",
+        choices=REFERENCES))
     thresholds: tuple[str, ...] = field(default=("0.5", "1", "2"), metadata=option(
         "selective-rollout thresholds, comma list; one result selective@<t> each"))
     alphas: tuple[str, ...] = field(default=("0.9",), metadata=option(
@@ -121,6 +130,7 @@ class EvaluateConfig:
         _check_integer(self.limit, "limit", low=1, allow_none=True, description="a positive integer")
         for name in self.metrics:
             _check_choice(name, "metrics", METRICS)
+        _check_choice(self.reference, "reference", REFERENCES)
         if not self.methods:
             raise ArgumentError("Expected `methods` to name at least one method, but got none.", "methods")
         registered = [m for m in self.methods if m not in BASELINES]
@@ -215,6 +225,9 @@ def explanation_maps(adapter: Adapter, texts: Sequence[str], trace, variants: Se
             maps.append(other.saliency.to(dtype))
         elif name == "loo":
             maps.append((loo if loo is not None else torch.zeros_like(mask, dtype=dtype)).to(dtype))
+        elif name in CAPTUM_REFERENCES:
+            maps.append(captum_attributions(adapter, texts, trace.target, algorithm=name,
+                                            special_mask=trace.special_mask).to(dtype))
         elif name == "position":
             maps.append(position_map(mask, dtype=dtype))
         else:
@@ -274,7 +287,7 @@ def evaluate(config: EvaluateConfig, *, adapter: Adapter | None = None, examples
         raise ArgumentError("Expected every example to have a label when `target` is 'gold', but some have none.",
                             "target")
     wanted = set(config.metrics)
-    need_loo = "loo_tau" in wanted or "loo" in baselines
+    need_loo = "loo_tau" in wanted or "loo" in baselines or ("reference_tau" in wanted and config.reference == "loo")
     need_aopc = bool(wanted & {"aopc_comp", "aopc_suff"})
     steps = adapter.num_layers if config.sanity_steps == "all" else 1
     count, total, k = len(names), len(texts), len(fractions)
@@ -311,6 +324,14 @@ def evaluate(config: EvaluateConfig, *, adapter: Adapter | None = None, examples
             reference = loo.double()[None].expand(count, -1, -1).reshape(flat.shape)
             scores["loo_tau"][:, index] = _kendall_tau_compute(flat, reference, flat_candidates).view(
                 count, -1).cpu().numpy()
+        if "reference_tau" in wanted:
+            if config.reference in names:
+                reference = maps[names.index(config.reference)]
+            else:
+                reference = explanation_maps(adapter, batch_texts, trace, [], [config.reference], loo=loo)[0].double()
+            reference = reference[None].expand(count, -1, -1).reshape(flat.shape)
+            scores["reference_tau"][:, index] = _kendall_tau_compute(flat, reference, flat_candidates).view(
+                count, -1).cpu().numpy()
         if "position_rho" in wanted:
             position = position_map(mask, dtype=torch.float64)[None].expand(count, -1, -1).reshape(flat.shape)
             scores["position_rho"][:, index] = _spearman_compute(flat, position, flat_candidates, "average").view(
@@ -346,7 +367,8 @@ def evaluate(config: EvaluateConfig, *, adapter: Adapter | None = None, examples
     result.summary.update(model=model_name, data=str(getattr(examples, "source", config.data)), n_examples=total,
                           timings=timings, settings={"perturb": config.perturb, "reduce": config.reduce,
                                                      "target": config.target, "head_fusion": config.head_fusion,
-                                                     "sanity_steps": config.sanity_steps, "seed": config.seed})
+                                                     "sanity_steps": config.sanity_steps, "seed": config.seed,
+                                                     "reference": config.reference})
     return result
 
 

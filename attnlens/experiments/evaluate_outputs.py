@@ -15,7 +15,7 @@ from attnlens.experiments.outputs import write_atomically, write_csv, write_json
 
 OUTPUT_FILES = ("results.json", "results.csv", "per_example.csv", "table.md", "aopc.png")
 _LABELS = {"aopc_comp": "AOPC comp. ↑", "aopc_suff": "AOPC suff. ↓", "loo_tau": "τ with LOO ↑",
-           "sanity": "sanity ρ ↓", "position_rho": "ρ with position"}
+           "sanity": "sanity ρ ↓", "position_rho": "ρ with position", "reference_tau": "τ with reference"}
 
 
 def _number(value: float | None, digits: int = 3) -> str:

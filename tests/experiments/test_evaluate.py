@@ -48,3 +48,15 @@ def test_evaluate_usage_errors_exit_2_and_write_nothing(tiny_bert_dir, tiny_sst2
 
     assert re.search(message, err)
     assert not out.exists()
+
+
+def test_evaluate_reference_tau_with_a_captum_reference(tiny_bert_dir, tiny_sst2_dir, tmp_path):
+    pytest.importorskip("captum")
+    out = tmp_path / "ref"
+    assert main(["--quiet", "evaluate", "--model", str(tiny_bert_dir), "--data", str(tiny_sst2_dir), "--limit", "6",
+                 "--methods", "rollout,ig,occlusion", "--metrics", "reference_tau,aopc_comp", "--reference",
+                 "occlusion", "--out", str(out)]) == 0
+    summary = json.loads((out / "results.json").read_text())
+    by_name = {m["name"]: m["metrics"] for m in summary["methods"]}
+    assert by_name["occlusion"]["reference_tau"]["median"] == pytest.approx(1.0)
+    assert summary["settings"]["reference"] == "occlusion"
