@@ -122,6 +122,9 @@ class EvaluateConfig:
     seed: int = field(default=0, metadata=option("seed of the random map, the randomised weights and the bootstrap"))
     out: str | None = field(default=None, metadata=option(
         "output folder, new or empty (default: runs/evaluate-<model>-<time>)", metavar="DIR"))
+    report: bool = field(default=False, metadata=option(
+        "also write report.html: one self-contained page with the tables, the AOPC plot and every example's token "
+        "heatmaps, sortable and searchable"))
 
     def check(self) -> tuple[list[MethodVariant], list[str], tuple[float, ...]]:
         """Check every option; return (registered variants, baselines, fractions) in the order given."""
@@ -186,6 +189,9 @@ class EvaluateResult:
     labels: np.ndarray
     summary: dict = field(default_factory=dict)
     out: Path | None = None
+    tokens: list[list[str]] = field(default_factory=list)
+    specials: list[list[bool]] = field(default_factory=list)
+    maps: list[np.ndarray] = field(default_factory=list)
 
 
 def _last_layer_maps(cache: MethodCache, variants: Sequence[MethodVariant], trace, reduce: str) -> list[Tensor]:
@@ -296,6 +302,9 @@ def evaluate(config: EvaluateConfig, *, adapter: Adapter | None = None, examples
     removed, kept = np.full((count, total, k), np.nan), np.full((count, total, k), np.nan)
     probability, predictions = np.zeros(total), np.zeros(total, dtype=np.int64)
     timings = {"trace": 0.0, "leave_one_out": 0.0, "aopc": 0.0, "sanity": 0.0}
+    tokens: list[list[str]] = [[] for _ in texts]
+    specials: list[list[bool]] = [[] for _ in texts]
+    per_map: list[np.ndarray] = [np.zeros((count, 0)) for _ in texts]
     plan = length_batches(adapter.count_tokens(texts), config.batch_size)
     done = 0
     started = time.perf_counter()
@@ -347,6 +356,7 @@ def evaluate(config: EvaluateConfig, *, adapter: Adapter | None = None, examples
                                                              ).view(count, -1).cpu().numpy()
             removed[:, index] = curves.removed.cpu().numpy()
             kept[:, index] = curves.kept.cpu().numpy()
+            timings["aopc"] += time.perf_counter() - clock
         if "sanity" in wanted:
             clock = time.perf_counter()
             curve[:, index] = _sanity_batch(adapter, batch_texts, trace, maps, variants, baselines, config,
@@ -355,6 +365,12 @@ def evaluate(config: EvaluateConfig, *, adapter: Adapter | None = None, examples
             timings["sanity"] += time.perf_counter() - clock
         probability[index] = p.cpu().numpy()
         predictions[index] = trace.logits.argmax(dim=-1).cpu().numpy()
+        host_maps, host_mask = maps.float().cpu().numpy(), mask.cpu().numpy()
+        special = (trace.special_mask if trace.special_mask is not None else torch.zeros_like(mask)).cpu().numpy()
+        for slot, i in enumerate(batch):
+            valid = host_mask[slot]
+            tokens[i], specials[i] = list(trace.tokens[slot]), special[slot][valid].tolist()
+            per_map[i] = host_maps[:, slot][:, valid]
         done += len(batch)
         if progress is not None:
             progress(done, total)
@@ -362,7 +378,8 @@ def evaluate(config: EvaluateConfig, *, adapter: Adapter | None = None, examples
     result = EvaluateResult(methods=names, scores={m: scores[m] for m in config.metrics}, sanity_curve=curve,
                             removed=removed, kept=kept, probability=probability,
                             ids=[str(e.id) for e in examples], texts=texts, predictions=predictions,
-                            labels=np.asarray([-1 if g is None else g for g in gold], dtype=np.int64))
+                            labels=np.asarray([-1 if g is None else g for g in gold], dtype=np.int64),
+                            tokens=tokens, specials=specials, maps=per_map)
     result.summary = summarize_evaluation(result, seed=config.seed, fractions=fractions)
     result.summary.update(model=model_name, data=str(getattr(examples, "source", config.data)), n_examples=total,
                           timings=timings, settings={"perturb": config.perturb, "reduce": config.reduce,
@@ -399,7 +416,7 @@ def run_and_write_evaluation(config: EvaluateConfig, *, adapter: Adapter | None 
     if out is None:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(result.summary["model"]).name).strip("-") or "model"
         out = Path("runs") / f"evaluate-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result.out = write_evaluation_outputs(result, out)
+    result.out = write_evaluation_outputs(result, out, report=config.report)
     return result
 
 

@@ -45,9 +45,70 @@ def evaluation_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def write_evaluation_outputs(result, out_dir: str | Path) -> Path:
+def _disagreement(maps, special) -> float:
+    """1 − the mean pairwise Spearman ρ of the methods' maps on the ordinary tokens (NaN when undefined)."""
+    import numpy as np  # noqa: PLC0415
+    from scipy import stats  # noqa: PLC0415
+
+    keep = ~np.asarray(special, dtype=bool)
+    values = np.asarray(maps)[:, keep]
+    if values.shape[0] < 2 or values.shape[1] < 3:
+        return math.nan
+    rho = stats.spearmanr(values.T).statistic
+    rho = np.atleast_2d(rho)
+    upper = rho[np.triu_indices(values.shape[0], 1)]
+    upper = upper[np.isfinite(upper)]
+    return float(1 - upper.mean()) if upper.size else math.nan
+
+
+def evaluation_report(result) -> str:
+    """The self-contained ``report.html`` of an evaluation (see :mod:`attnlens.viz.report`)."""
+    import io  # noqa: PLC0415
+
+    from attnlens.viz.report import report_page  # noqa: PLC0415
+
+    summary = result.summary
+    head, rows = evaluation_rows(summary)
+    numeric = []
+    for entry in summary["methods"]:
+        numeric.append([entry["name"], *[float(entry["metrics"][m]["median"]) for m in summary["metrics"]],
+                        *(["pass" if entry.get("sanity_passes") else "FAIL"] if "sanity" in summary["metrics"] else [])])
+    numeric_head = ["method", *[_LABELS.get(m, m) for m in summary["metrics"]],
+                    *(["sanity check"] if "sanity" in summary["metrics"] else [])]
+    sort_keys = [("confidence", "model confidence (high first)"), ("+confidence", "model confidence (low first)"),
+                 ("disagreement", "disagreement between methods")]
+    for metric in summary["metrics"]:
+        for slot, name in enumerate(result.methods):
+            sort_keys.append((f"{metric}-{slot}", f"{_LABELS.get(metric, metric)} of {name}"))
+    examples = []
+    for i, text in enumerate(result.texts):
+        maps = result.maps[i] if i < len(result.maps) else None
+        if maps is None or maps.shape[1] == 0:
+            continue
+        keys = {"confidence": float(result.probability[i]), "disagreement": _disagreement(maps, result.specials[i])}
+        for metric in summary["metrics"]:
+            for slot in range(len(result.methods)):
+                keys[f"{metric}-{slot}"] = float(result.scores[metric][slot, i])
+        gold = "" if result.labels[i] < 0 else f", gold {int(result.labels[i])}"
+        examples.append({"text": text, "tokens": result.tokens[i], "special": result.specials[i],
+                         "maps": {name: maps[slot].tolist() for slot, name in enumerate(result.methods)},
+                         "meta": f"{result.ids[i]}: predicted {int(result.predictions[i])}{gold}, target probability "
+                                 f"{result.probability[i]:.3f}", "keys": keys})
+    images = []
+    buffer = io.BytesIO()
+    if _plot_aopc(summary, buffer):
+        images.append(("AOPC curves: mean drop of the target probability per bin", buffer.getvalue()))
+    intro = (f"{summary['n_examples']} examples of {summary['data']}, model {summary['model']}. Click a column "
+             f"header to sort; ↑ higher is more faithful, ↓ lower is.")
+    return report_page(f"attnlens evaluate: {Path(str(summary['model'])).name}", intro=intro,
+                       tables=[("Medians per method and metric", numeric_head, numeric),
+                               ("Medians with bootstrap CI95 and Wilcoxon p against rollout", head, rows)],
+                       images=images, examples=examples, sort_keys=sort_keys)
+
+
+def write_evaluation_outputs(result, out_dir: str | Path, *, report: bool = False) -> Path:
     """Write every output file of an :class:`~attnlens.experiments.evaluate.EvaluateResult` into `out_dir`
-    (new or empty), atomically.
+    (new or empty), atomically; with `report`, also ``report.html``.
 
     Returns:
         The output folder.
@@ -84,11 +145,13 @@ def write_evaluation_outputs(result, out_dir: str | Path) -> Path:
                  f"(fails at ≥ {summary['sanity_threshold']}).")
         (folder / "table.md").write_text(title + "\n\n" + markdown_table(head, table) + "\n", encoding="utf-8")
         _plot_aopc(summary, folder / "aopc.png")
+        if report:
+            (folder / "report.html").write_text(evaluation_report(result), encoding="utf-8")
 
     return write_atomically(out_dir, fill)
 
 
-def _plot_aopc(summary: dict, path: Path) -> None:
+def _plot_aopc(summary: dict, path) -> bool:
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -108,8 +171,9 @@ def _plot_aopc(summary: dict, path: Path) -> None:
         axis.grid(alpha=0.3)
     right.legend(fontsize=7, loc="best")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, format="png")
     plt.close(figure)
+    return True
 
 
-__all__ = ["OUTPUT_FILES", "evaluation_rows", "write_evaluation_outputs"]
+__all__ = ["OUTPUT_FILES", "evaluation_report", "evaluation_rows", "write_evaluation_outputs"]
