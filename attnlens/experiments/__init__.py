@@ -4,6 +4,7 @@ from attnlens.experiments.attention_map import AttentionMap, attention_map, atte
 from attnlens.experiments.explain import ExplainConfig, Explanation, explain
 from attnlens.experiments.image_attention_map import ImageAttentionMap, image_attention_map_data
 from attnlens.experiments.image_maps import ImageConfig, ImageMaps, explain_images, image_maps
+from attnlens.experiments.image_study import ImageStudyConfig, ImageStudySummary, run_image_study
 from attnlens.experiments.score_table import ScoreTable
 from attnlens.experiments.scoring import ScoreOptions, score
 from attnlens.experiments.sst2 import SST2StudyConfig, run_sst2_study, write_sst2_outputs
@@ -19,6 +20,8 @@ __all__ = [
     "ImageAttentionMap",
     "ImageConfig",
     "ImageMaps",
+    "ImageStudyConfig",
+    "ImageStudySummary",
     "MethodSummary",
     "SST2StudyConfig",
     "ScoreOptions",
@@ -35,6 +38,7 @@ __all__ = [
     "image_attention_map_data",
     "image_maps",
     "run_and_write_study",
+    "run_image_study",
     "run_study",
     "run_sst2_study",
     "score",
