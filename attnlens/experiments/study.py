@@ -97,6 +97,9 @@ class StudyOptions:
     resume: bool = field(default=False, metadata=option(
         "continue a run that stopped (killed, crashed): score only the batches its shard files lack"))
     keep_shards: bool = field(default=False, metadata=option("keep <out>.shards/ after the outputs are written"))
+    report: bool = field(default=False, metadata=option(
+        "also write report.html: one self-contained page with the per-layer plot, the tables and every example's "
+        "last-layer ρ per method, sortable and searchable"))
     distances: bool = field(default=False, metadata=option(
         "instead of the study, write the distribution of the distances selective rollout thresholds (consecutive "
         "layers, Frobenius and per token) and the thresholds that skip 25/50/75 %% of layers: distances.md, .csv, "
@@ -463,8 +466,13 @@ def run_and_write_study(config: StudyOptions, *, progress: ProgressFn | None = N
         barrier(launch)
     if not launch.is_main:
         return None
-    return merge_study_shards([folder], out=out, seed=config.seed, device=config.device,
-                              keep_shards=config.keep_shards)
+    result = merge_study_shards([folder], out=out, seed=config.seed, device=config.device,
+                                keep_shards=config.keep_shards)
+    if config.report:
+        from attnlens.experiments.writers import write_study_report  # noqa: PLC0415
+
+        write_study_report(result.summary, result.out)
+    return result
 
 
 def run_and_write_distances(config: StudyOptions, *, progress: ProgressFn | None = None) -> Path:

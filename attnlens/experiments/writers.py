@@ -70,6 +70,49 @@ def write_layers_png(summary: StudySummary, folder: Path) -> None:
                       ylabel=f"median Spearman ρ with {reference}")
 
 
+def write_study_report(summary: StudySummary, folder: str | Path) -> Path:
+    """``report.html`` beside a study's outputs: the per-layer plot, the tables, and per example the
+    last-layer ρ of every method, sortable by each method's ρ and by the disagreement between methods
+    (their spread), with a search box (:mod:`attnlens.viz.report`). Written atomically.
+    """
+    import math  # noqa: PLC0415
+
+    from attnlens._files import _write_atomic  # noqa: PLC0415
+    from attnlens.viz.report import report_page  # noqa: PLC0415
+    from attnlens.viz.tables import study_rows  # noqa: PLC0415
+
+    folder = Path(folder)
+    head, rows = study_rows(summary.method_dicts())
+    layers = summary.num_layers
+    names = [entry.name for entry in summary.methods]
+    sort_keys = [("disagreement", "disagreement between methods (spread of ρ)")] + [
+        (f"rho-{slot}", f"last-layer ρ of {name}") for slot, name in enumerate(names)] + [
+        (f"+rho-{slot}", f"last-layer ρ of {name} (low first)") for slot, name in enumerate(names)]
+    examples = []
+    for row in summary.examples:
+        last = [row.spearman[slot * layers + layers - 1] for slot in range(len(names))]
+        finite = [v for v in last if v is not None and math.isfinite(v)]
+        mean = sum(finite) / len(finite) if finite else math.nan
+        spread = math.sqrt(sum((v - mean) ** 2 for v in finite) / len(finite)) if finite else math.nan
+        keys = {"disagreement": spread, **{f"rho-{slot}": (v if v is not None else math.nan)
+                                           for slot, v in enumerate(last)}}
+        values = ", ".join(f"{name} {v:.3f}" if v is not None and math.isfinite(v) else f"{name} –"
+                           for name, v in zip(names, last))
+        gold = "" if row.label < 0 else f", gold {row.label}"
+        examples.append({"text": row.text, "tokens": [], "special": [], "maps": {}, "keys": keys,
+                         "meta": f"{row.id}: predicted {row.prediction}{gold}, {row.tokens} tokens; last-layer ρ: "
+                                 f"{values}"})
+    plot = folder / "layers.png"
+    images = [("Median Spearman ρ per layer (95 % interval shaded)", plot.read_bytes())] if plot.is_file() else []
+    page = report_page(f"attnlens study: {summary.title}, {model_display_name(summary.model)}",
+                       intro=f"{summary.n_examples} examples, accuracy {summary.accuracy:.4f}. Click a column header "
+                             "to sort.", tables=[("Median ρ per layer", head, rows)], images=images,
+                       examples=examples, sort_keys=sort_keys)
+    path = folder / "report.html"
+    _write_atomic(path, page.encode("utf-8"))
+    return path
+
+
 def model_display_name(model: str) -> str:
     """A model's name for titles: a hub id as it is, a local folder by its last part.
 
@@ -106,5 +149,6 @@ __all__ = [
     "write_results_csv",
     "write_results_json",
     "write_study_outputs",
+    "write_study_report",
     "write_table_md",
 ]

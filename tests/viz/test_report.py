@@ -79,3 +79,12 @@ def test_report_in_headless_chromium(report_path, tmp_path):
         assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
     finally:
         driver.quit()
+
+
+def test_study_report(tiny_bert_dir, tiny_sst2_dir, tmp_path):
+    out = tmp_path / "study"
+    assert main(["--quiet", "study", "--model", str(tiny_bert_dir), "--data", str(tiny_sst2_dir), "--limit", "6",
+                 "--methods", "raw,rollout", "--report", "--out", str(out)]) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.count('class="example"') == 6 and "data:image/png;base64," in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
