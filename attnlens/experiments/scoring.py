@@ -33,7 +33,9 @@ ProgressFn = Callable[[float, int], None]
 REDUCTIONS = ("max", "cls", "mean")
 TARGETS = ("pred", "gold")
 TIES = ("average", "dense")
-REFERENCES = ("gradient",)  # the adapter's input-gradient saliency of the explained logit
+# gradient: the adapter's input-gradient saliency of the explained logit; loo: leave-one-out (Abnar & Zuidema 2020);
+# ig, input_x_gradient, occlusion, kernel_shap: captum's attributions (attnlens.experiments.references); all as |value|
+REFERENCES = ("gradient", "loo", "ig", "input_x_gradient", "occlusion", "kernel_shap")
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,8 @@ def score(
         labels = None if any(gold[i] is None for i in batch) else [gold[i] for i in batch]
         trace = adapter.trace([texts[i] for i in batch], target=options.target, labels=labels,
                               saliency=options.saliency, saliency_at=options.saliency_at)
+        if options.reference != "gradient":
+            trace.saliency = _reference_saliency(adapter, [texts[i] for i in batch], trace, options.reference)
         timings["model"] += time.perf_counter() - start
         start = time.perf_counter()
         within = None if progress is None else (lambda fraction: progress(done + fraction * len(batch), total))
@@ -186,6 +190,27 @@ def score(
     table = pieces[0].sorted() if len(pieces) == 1 else ScoreTable.concat(pieces)
     table.timings = timings
     return table
+
+
+def _reference_saliency(adapter: Adapter, texts: list[str], trace, reference: str) -> Tensor:
+    """`(B, n)` |reference attribution| per token (0 on padding) that replaces the trace's saliency."""
+    if reference == "loo":
+        from attnlens.experiments.faithfulness import (  # noqa: PLC0415
+            candidate_tokens,
+            leave_one_out_probabilities,
+            target_probability,
+        )
+        from attnlens.metrics.faithfulness import leave_one_out  # noqa: PLC0415
+
+        without = leave_one_out_probabilities(adapter, texts, trace)
+        values = leave_one_out(target_probability(trace.logits, trace.target), without,
+                               mask=candidate_tokens(trace).to(without.device))
+    else:
+        from attnlens.experiments.references import captum_attributions  # noqa: PLC0415
+
+        values = captum_attributions(adapter, texts, trace.target, algorithm=reference,
+                                     special_mask=trace.special_mask)
+    return values.abs().to(trace.attentions.dtype).to(trace.mask.device) * trace.mask
 
 
 def _empty_table(names: list[str], families: dict[str, str], layers: int, meta: dict | None,

@@ -44,6 +44,15 @@ def write_per_example_csv(summary: StudySummary, folder: Path) -> None:
     write_csv(header, rows, folder / "per_example.csv")
 
 
+def _reference_text(settings: dict) -> str:
+    """What the methods were correlated with, in words."""
+    reference = settings.get("reference", "gradient") or "gradient"
+    if reference != "gradient":
+        return f"|{reference}| reference attributions"
+    return (f"input-gradient saliency ({settings.get('saliency', 'sum_abs')} at "
+            f"{settings.get('saliency_at', 'layer_input')})")
+
+
 def write_table_md(summary: StudySummary, folder: Path) -> None:
     """``table.md``: median ρ per layer, then the clarity of the relevance maps."""
     from attnlens.viz.tables import clarity_rows, markdown_table, study_rows  # noqa: PLC0415
@@ -52,7 +61,7 @@ def write_table_md(summary: StudySummary, folder: Path) -> None:
     head, rows = study_rows(summary.method_dicts())
     title = (f"{summary.title}, {summary.n_examples} examples, model {summary.model}, accuracy "
              f"{summary.accuracy:.4f}; median Spearman ρ between relevance (reduce={settings.get('reduce')}) and "
-             f"input-gradient saliency ({settings.get('saliency')} at {settings.get('saliency_at')}) per layer.")
+             f"{_reference_text(settings)} per layer.")
     clarity_head, clarity_table = clarity_rows(summary.method_dicts())
     clarity = ("\nClarity of the relevance maps (median over examples): normalized entropy (1 = uniform) and "
                "Gini coefficient (0 = uniform).\n\n" + markdown_table(clarity_head, clarity_table))
@@ -64,7 +73,7 @@ def write_layers_png(summary: StudySummary, folder: Path) -> None:
     from attnlens.viz.layer_curves import plot_layer_curves  # noqa: PLC0415
 
     settings = summary.settings
-    reference = f"{settings.get('saliency', 'sum_abs')} input gradients at {settings.get('saliency_at', 'layer_input')}"
+    reference = _reference_text(settings)
     plot_layer_curves(summary.method_dicts(), folder / "layers.png",
                       title=f"{summary.title}: {model_display_name(summary.model)}, {summary.n_examples} examples",
                       ylabel=f"median Spearman ρ with {reference}")

@@ -60,3 +60,15 @@ def test_evaluate_reference_tau_with_a_captum_reference(tiny_bert_dir, tiny_sst2
     by_name = {m["name"]: m["metrics"] for m in summary["methods"]}
     assert by_name["occlusion"]["reference_tau"]["median"] == pytest.approx(1.0)
     assert summary["settings"]["reference"] == "occlusion"
+
+
+@pytest.mark.parametrize("reference", ["loo", "occlusion"])
+def test_study_correlates_with_another_reference(tiny_bert_dir, tiny_sst2_dir, tmp_path, reference):
+    if reference != "loo":
+        pytest.importorskip("captum")
+    out = tmp_path / reference
+    assert main(["--quiet", "study", "--model", str(tiny_bert_dir), "--data", str(tiny_sst2_dir), "--limit", "6",
+                 "--methods", "rollout", "--reference", reference, "--out", str(out)]) == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["reference"] == reference
+    assert f"|{reference}| reference attributions" in (out / "table.md").read_text()
