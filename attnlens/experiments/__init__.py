@@ -1,6 +1,7 @@
 """End-to-end studies over a dataset, writing machine- and human-readable results."""
 
 from attnlens.experiments.attention_map import AttentionMap, attention_map, attention_map_data, compute_attention_map
+from attnlens.experiments.evaluate import EvaluateConfig, EvaluateResult, evaluate, run_and_write_evaluation
 from attnlens.experiments.explain import ExplainConfig, Explanation, explain
 from attnlens.experiments.image_attention_map import ImageAttentionMap, image_attention_map_data
 from attnlens.experiments.image_maps import ImageConfig, ImageMaps, explain_images, image_maps
@@ -15,6 +16,8 @@ from attnlens.paths import default_model_dir
 
 __all__ = [
     "AttentionMap",
+    "EvaluateConfig",
+    "EvaluateResult",
     "ExplainConfig",
     "Explanation",
     "ImageAttentionMap",
@@ -33,10 +36,12 @@ __all__ = [
     "attention_map_data",
     "compute_attention_map",
     "default_model_dir",
+    "evaluate",
     "explain",
     "explain_images",
     "image_attention_map_data",
     "image_maps",
+    "run_and_write_evaluation",
     "run_and_write_study",
     "run_image_study",
     "run_study",
