@@ -248,7 +248,8 @@ def _rerun_config(config: StudyOptions, model: str) -> dict:
     return document
 
 
-_PROCESS_OPTIONS = ("out", "shard", "resume", "keep_shards", "distances")  # how a run is carried out, not what it measures
+# How a run is carried out, not what it measures.
+_PROCESS_OPTIONS = ("out", "shard", "resume", "keep_shards", "distances")
 _NOT_IN_SHARDS = ("device", "batch_size", "seed")  # shards scored with any of these merge (seed is the summary's)
 
 

@@ -153,10 +153,10 @@ def assemble_split_zip(pieces: Sequence[str | os.PathLike], out_dir: str | os.Pa
             expected file.
 
     Example:
-        >>> assemble_split_zip(["model.zip.001", "model.zip.003"], "unused")
+        >>> assemble_split_zip(["model.zip.001", "model.zip.003"], "unused")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        attnlens._checks.ArgumentError: Expected `pieces` to be numbered 1 to 3 without a gap, but piece 2 (model.zip.002) is missing.
+        attnlens._checks.ArgumentError: Expected `pieces` to be numbered 1 to 3 without a gap, but piece 2 ... missing.
     """
     ordered = _order_pieces([Path(p) for p in pieces])
     target = Path(out_dir).expanduser()

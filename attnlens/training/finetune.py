@@ -268,7 +268,8 @@ def _default_out_dir(base: str | os.PathLike | None) -> Path:
 
 def _base_label(base: str | os.PathLike | None, resolved: str) -> str:
     if _is_bundled(base):
-        return {"minilm": "the bundled all-MiniLM-L6-v2", "mpnet": "the bundled all-mpnet-base-v2"}[str(base or "minilm")]
+        names = {"minilm": "the bundled all-MiniLM-L6-v2", "mpnet": "the bundled all-mpnet-base-v2"}
+        return names[str(base or "minilm")]
     return resolved
 
 

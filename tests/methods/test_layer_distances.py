@@ -40,7 +40,8 @@ def test_layer_distances_match_the_loop_and_ignore_padding():
     for b, length in enumerate(lengths):
         absolute, per_token = _reference(attn[b], length)
         torch.testing.assert_close(result.frobenius[b], torch.tensor(absolute, dtype=torch.float64), atol=1e-12, rtol=0)
-        torch.testing.assert_close(result.per_token[b], torch.tensor(per_token, dtype=torch.float64), atol=1e-12, rtol=0)
+        torch.testing.assert_close(result.per_token[b], torch.tensor(per_token, dtype=torch.float64), atol=1e-12,
+                                   rtol=0)
         alone = layer_distances(attn[b:b + 1, :, :, :length, :length])
         torch.testing.assert_close(alone.frobenius[0], result.frobenius[b], atol=1e-12, rtol=0)
 

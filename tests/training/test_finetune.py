@@ -330,7 +330,10 @@ def test_cli_finetune_mpnet_without_its_parts_exits_2(toy, tmp_path, monkeypatch
 
     _, _, data = toy
     monkeypatch.setenv("ATTNLENS_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(metadata, "distribution", lambda name: (_ for _ in ()).throw(metadata.PackageNotFoundError(name)))
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", not_installed)
     code = main(["finetune", "--base", "mpnet", "--data", str(data), "--max-steps", "1"])
     err = capsys.readouterr().err
     assert code == 2, err
