@@ -162,6 +162,8 @@ def read_image_dataset(data: str | os.PathLike, *, masks: str | os.PathLike | No
                        limit: int | None = None) -> ImageDataset:
     """Find the images of an ImageFolder (one sub-folder per class) or a CSV of ``path,label``, and their masks.
 
+    Chefer et al. 2021 (CVPR) evaluate maps against same-named binary masks (ImageNet-Segmentation).
+
     Masks are same-named PNGs: the image ``data/<class>/<name>.<ext>`` (or the CSV's relative path)
     has the mask ``masks/<class>/<name>.png``, non-zero on the object, of the image's size. Every
     image and mask header is read here, so a bad file is reported before the model runs.
@@ -209,7 +211,7 @@ def read_image_dataset(data: str | os.PathLike, *, masks: str | os.PathLike | No
 
 def class_indices(adapter: Any, labels: Sequence[str]) -> list[int]:
     """Each label as one of the model's class indices (a class name or a digit string, as
-    :meth:`~attnlens.models.base.Adapter.class_index` reads it).
+    :meth:`~attnlens.models.base.Adapter.class_index` reads it); `(N,)` ints.
 
     Raises:
         ValueError: naming `data` on a label outside the model's classes.
@@ -232,7 +234,7 @@ def class_indices(adapter: Any, labels: Sequence[str]) -> list[int]:
 
 def load_masks(paths: Sequence[Path], preprocessing: Any) -> Tensor:
     """`(B, H, W)` bool masks at the model's input size: the preprocessing's resize and crop with
-    nearest-neighbour resampling, non-zero = object."""
+    nearest-neighbour resampling, non-zero = object (Chefer et al. 2021, CVPR, segmentation masks)."""
     from PIL import Image  # noqa: PLC0415
 
     geometry = dataclasses.replace(preprocessing, resample="nearest", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
@@ -245,7 +247,8 @@ def load_masks(paths: Sequence[Path], preprocessing: Any) -> Tensor:
 
 # --- perturbing ---------------------------------------------------------------------------------------------------
 def pixel_cells(size: tuple[int, int], grid: tuple[int, int], *, device: torch.device | str = "cpu") -> Tensor:
-    """`(H·W,)` long: the row-major patch-map cell of each pixel, ``floor(y·rows/H)·columns + floor(x·columns/W)``.
+    """`(H·W,)` long: the row-major patch-map cell of each pixel, ``floor(y·rows/H)·columns + floor(x·columns/W)``
+    (ViT patches, Dosovitskiy et al. 2021, ICLR, when H = rows · patch).
 
     Example:
         >>> pixel_cells((4, 4), (2, 2)).reshape(4, 4)[:, 1:3]
@@ -262,7 +265,8 @@ def pixel_cells(size: tuple[int, int], grid: tuple[int, int], *, device: torch.d
 
 
 def baseline_images(pixels: Tensor, baseline: str, preprocessing: Any, grid: tuple[int, int]) -> Tensor:
-    """`(B, 3, H, W)` the baseline each patch is replaced by, in normalised space.
+    """`(B, 3, H, W)` the baseline each patch is replaced by, in normalised space (Petsiuk et al. 2018, BMVC:
+    RISE deletes to zeros and inserts onto a blur).
 
     ``zeros``: black (raw 0, normalised ``-mean/std``); ``mean``: each image's mean colour per channel;
     ``blur``: a Gaussian blur of the image, σ = half a patch side (H / rows / 2 pixels), replicated borders.
@@ -647,7 +651,11 @@ def _mean_intervals(values: np.ndarray, *, resamples: int, seed: int) -> np.ndar
 
 def summarize_image_study(scores: ImageStudyScores, *, model: str, settings: dict[str, object], seed: int = 0,
                           resamples: int = 2000) -> ImageStudySummary:
-    """Mean, bootstrap 95 % interval of the mean, median and Wilcoxon p against rollout per method and metric."""
+    """Mean, bootstrap 95 % interval of the mean, median and Wilcoxon p against rollout per method and metric.
+
+    Percentile bootstrap (Efron & Tibshirani 1993, ch. 13) with the same resamples for every method;
+    Wilcoxon 1945 signed-rank test on the paired per-image scores (`(N, M, K)` in `scores.scores`).
+    """
     from attnlens.metrics.summary import paired_wilcoxon  # noqa: PLC0415
 
     resamples = _check_integer(resamples, "resamples", low=1)
