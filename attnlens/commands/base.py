@@ -49,7 +49,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) ->
         default = item.default if item.default is not dataclasses.MISSING else (
             item.default_factory() if has_default else None)
         choices = choices_of(item)
-        text = meta["help"]
+        text = meta["help"].replace("%", "%%")  # argparse formats help with %
         if typing.get_origin(kind) is tuple and choices:
             text += f"; one or more of {', '.join(choices)}"
         if has_default and default is not None and kind is not bool:
@@ -95,7 +95,7 @@ def config_from_args(config_class: type, args: argparse.Namespace):
 def add_command(subparsers: argparse._SubParsersAction, name: str, *, help: str, config: type,  # noqa: A002
                 run: Callable[[object, argparse.Namespace], int]) -> argparse.ArgumentParser:
     """Register subcommand `name` whose options come from `config` and which calls `run(config, args)`."""
-    parser = subparsers.add_parser(name, help=help, description=help,
+    parser = subparsers.add_parser(name, help=help.replace("%", "%%"), description=help,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, config)
     parser.set_defaults(run=lambda args: run(config_from_args(config, args), args), config_class=config)
