@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--speed", action="store_true", help="only the speed against the forward-pass floor")
+    parser.add_argument("--only", choices=("ViT", "Vim"), default=None, help="with --speed: one model only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from attnlens.training.vision import PlacedDigitsRecipe, train_placed_digits_models
@@ -83,7 +84,7 @@ def main() -> None:
             ("Vim", f"vim={folder / 'vim'}", "mamba_attr", "remove")]
     if args.speed:
         speed = {}
-        for model, spec, extra, mode in runs:
+        for model, spec, extra, mode in [run for run in runs if args.only in (None, run[0])]:
             config = ImageStudyConfig(model=spec, data=str(data.images), masks=str(data.masks),
                                       out=str(work / f"speed-{model}-{mode}"), methods=COMMON + (extra,),
                                       metrics=METRICS, perturb=mode, steps=16, tolerance=0.0, threshold=0.5,
@@ -103,8 +104,9 @@ def main() -> None:
                                         "floor_images_per_second": summary.n_images / floor, "ratio": seconds / floor}
             print(model, mode, json.dumps(speed[f"{model} {mode}"]), flush=True)
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "image_study_speed.json").write_text(json.dumps({"threads": args.threads, "batch": args.batch,
-                                                                    "runs": speed}, indent=2) + "\n")
+        name = "image_study_speed.json" if args.only is None else f"image_study_speed_{args.only.lower()}.json"
+        (RESULTS / name).write_text(json.dumps({"threads": args.threads, "batch": args.batch,
+                                                "examples": args.examples, "runs": speed}, indent=2) + "\n")
         return
     results, lines = {}, []
     for model, spec, extra, mode in runs:
