@@ -21,7 +21,6 @@ from attnlens.experiments.image_study import (
     run_image_study,
 )
 from attnlens.experiments.image_study_writers import IMAGE_STUDY_FILES
-from attnlens.methods.patch_map import upsample_patch_map
 from attnlens.metrics import pointing_game, segmentation_scores
 from attnlens.metrics.perturbation import PERTURBATION_FRACTIONS, removed_counts
 from attnlens.models import load_adapter
