@@ -201,3 +201,18 @@ def test_bad_options_exit_2(trained_vision_models, digits, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and match in err, err
         assert not (tmp_path / "out").exists()
+
+
+def test_baselines_by_hand():
+    from attnlens.datasets import ImagePreprocessing
+
+    pre = ImagePreprocessing(size=(8, 8), resize_to=(8, 8), mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))
+    pixels = torch.arange(2 * 3 * 8 * 8, dtype=torch.float64).reshape(2, 3, 8, 8) / 100
+    zeros = baseline_images(pixels, "zeros", pre, (2, 2))
+    assert torch.equal(zeros[:, :, 3, 5], torch.tensor([[-1.0, -1.0, 0.0]] * 2, dtype=torch.float64))  # raw black
+    mean = baseline_images(pixels, "mean", pre, (2, 2))
+    torch.testing.assert_close(mean[:, :, 0, 0], pixels.mean(dim=(-2, -1)), atol=1e-12, rtol=0)
+    constant = torch.full((1, 3, 8, 8), 0.3, dtype=torch.float64)
+    torch.testing.assert_close(baseline_images(constant, "blur", pre, (2, 2)), constant, atol=1e-12, rtol=0)
+    blurred = baseline_images(pixels, "blur", pre, (2, 2))
+    assert blurred.shape == pixels.shape and float(blurred.std()) < float(pixels.std())
