@@ -154,7 +154,10 @@ def _read_csv(file: Path) -> tuple[list[Path], list[str], list[str]]:
                                 "data")
         paths.append(path)
         labels.append(row[1].strip())
-        ids.append(row[0].strip())
+        try:  # the id (and the mask's relative path) is relative to the CSV's folder where possible
+            ids.append(path.resolve().relative_to(file.parent.resolve()).as_posix())
+        except ValueError:
+            ids.append(path.as_posix())
     return paths, labels, ids
 
 
@@ -197,6 +200,9 @@ def read_image_dataset(data: str | os.PathLike, *, masks: str | os.PathLike | No
                                 f"folder.", "masks")
         mask_paths = []
         for identifier, size in zip(ids, sizes):
+            if Path(identifier).is_absolute():
+                raise ArgumentError(f"Expected the images of `data` to lie under its folder when `masks` is given "
+                                    f"(masks mirror their relative paths), but {identifier} does not.", "data")
             mask = mask_root / Path(identifier).with_suffix(".png")
             if not mask.is_file():
                 raise ArgumentError(f"Expected `masks` to hold a mask for every image, but {mask} (for {identifier}) "

@@ -143,6 +143,20 @@ def test_cli_on_a_csv_with_every_metric(trained_vision_models, digits, tmp_path,
                                    "deletion", "insertion"]
     assert document["methods"] == ["rollout", "gae", "random"] and document["n_images"] == 6
     assert "p=" in (out / "table.md").read_text() and (out / "curves.png").stat().st_size > 1000
+    # with masks, the CSV's images must lie under its folder (the masks mirror their relative paths)
+    code = main(["image-study", "--model", str(trained_vision_models.vit), "--data", str(table), "--masks",
+                 str(digits.masks), "--out", str(tmp_path / "out2")])
+    assert code == 2 and "Expected the images of `--data` to lie under its folder" in capsys.readouterr().err
+    inside = digits.images / "list.csv"
+    inside.write_text("".join(f"{p.relative_to(digits.images)},{p.parent.name}\n" for p in files))
+    try:
+        assert main(["--quiet", "image-study", "--model", str(trained_vision_models.vit), "--data", str(inside),
+                     "--masks", str(digits.masks), "--out", str(tmp_path / "out3"), "--methods", "rollout",
+                     "--metrics", "miou"]) == 0, capsys.readouterr().err
+    finally:
+        inside.unlink()
+    document = json.loads((tmp_path / "out3" / "results.json").read_text())
+    assert document["table"]["rollout"]["miou"]["mean"] > 0.5
 
 
 def _bad_case(name, digits_root, tmp_path):
