@@ -159,10 +159,11 @@ def _plot_aopc(summary: dict, path) -> bool:
 
     fractions = [100 * f for f in summary["fractions"]]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for entry in summary["methods"]:
+    for slot, entry in enumerate(summary["methods"]):
         if "comprehensiveness_per_bin" in entry:
-            left.plot(fractions, entry["comprehensiveness_per_bin"], marker="o", label=entry["name"])
-            right.plot(fractions, entry["sufficiency_per_bin"], marker="o", label=entry["name"])
+            color = plt.cm.tab20(slot % 20)  # distinct colours for up to 20 methods (the default cycle has 10)
+            left.plot(fractions, entry["comprehensiveness_per_bin"], marker="o", label=entry["name"], color=color)
+            right.plot(fractions, entry["sufficiency_per_bin"], marker="o", label=entry["name"], color=color)
     for axis, title in ((left, "comprehensiveness (top-k removed) ↑"), (right, "sufficiency (only top-k kept) ↓")):
         axis.set_xscale("log")
         axis.set_xlabel("k (% of tokens)")
