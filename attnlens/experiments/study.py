@@ -102,7 +102,7 @@ class StudyOptions:
         "last-layer ρ per method, sortable and searchable"))
     distances: bool = field(default=False, metadata=option(
         "instead of the study, write the distribution of the distances selective rollout thresholds (consecutive "
-        "layers, Frobenius and per token) and the thresholds that skip 25/50/75 %% of layers: distances.md, .csv, "
+        "layers, Frobenius and per token) and the thresholds that skip 25/50/75 % of layers: distances.md, .csv, "
         ".json, .png in --out"))
 
     def score_options(self) -> ScoreOptions:
