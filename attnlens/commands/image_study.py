@@ -21,6 +21,12 @@ def run(config: ImageStudyConfig, args: argparse.Namespace) -> int:
     console = stderr_console(args.quiet)
     with progress_bar("images", quiet=args.quiet) as advance:
         summary = run_image_study(config, progress=advance)
+    if summary is None:
+        from attnlens.experiments.image_study_shards import image_shard_folder  # noqa: PLC0415
+
+        console.print(f"shard {config.shard} written to {image_shard_folder(config.out)}; when every shard is done, "
+                      f"run the same command with --merge instead of --shard", highlight=False)
+        return 0
     console.print(image_study_markdown(summary), highlight=False, markup=False)
     console.print(f"written to {config.out}", highlight=False)
     return 0

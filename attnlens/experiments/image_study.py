@@ -462,6 +462,11 @@ class ImageStudyConfig:
     device: str = field(default="cpu", metadata=option("where the model runs", choices=("cpu", "cuda")))
     seed: int = field(default=0, metadata=option("seed of the random map and the bootstrap"))
     resamples: int = field(default=2000, metadata=option("bootstrap resamples of the 95 % intervals"))
+    shard: str | None = field(default=None, metadata=option(
+        "score only shard i of N (every N-th image from the i-th) into <out>.shards/, for job arrays; then run "
+        "once more with --merge", metavar="i/N"))
+    merge: bool = field(default=False, metadata=option(
+        "summarise the shard files in <out>.shards/ (every shard, same settings) into --out, then remove them"))
 
 
 class ImageStudyScores(NamedTuple):
@@ -502,7 +507,8 @@ def _check_metrics(metrics: Sequence[str] | None, has_masks: bool) -> list[str]:
 def score_image_study(adapter: Any, dataset: ImageDataset, labels: Sequence[int], variants: Sequence[Any], *,
                       metrics: Sequence[str], perturb: str = "mask", baseline: str = "zeros", steps: int = 16,
                       tolerance: float = 15.0, batch_size: int = 64, seed: int = 0,
-                      progress: Callable[[int, int], None] | None = None) -> ImageStudyScores:
+                      progress: Callable[[int, int], None] | None = None,
+                      image_positions: Sequence[int] | None = None) -> ImageStudyScores:
     """Score every image, method and metric (see the module docstring), in batches of `batch_size` images.
 
     Chefer et al., CVPR 2021 (perturbation, segmentation); Petsiuk et al., BMVC 2018 (deletion,
@@ -516,6 +522,8 @@ def score_image_study(adapter: Any, dataset: ImageDataset, labels: Sequence[int]
         metrics: names from :data:`METRICS`.
         perturb, baseline, steps, tolerance, batch_size, seed: as :class:`ImageStudyConfig`.
         progress: called with (images done, images) after each batch.
+        image_positions: each image's position in the whole data set (what seeds its random map), for a
+            shard of it; None means 0, 1, ….
 
     Returns:
         :class:`ImageStudyScores`; method rows are the variants, then ``random``.
@@ -548,8 +556,9 @@ def score_image_study(adapter: Any, dataset: ImageDataset, labels: Sequence[int]
         gold = torch.tensor(labels[start:end], dtype=torch.long, device=pixels.device)
         target = batch.target.to(pixels.device)
         maps = batch.maps.flatten(2).to(torch.float64)
+        seeds = range(start, end) if image_positions is None else image_positions[start:end]
         random = torch.stack([torch.rand(patches, generator=torch.Generator().manual_seed(seed * 1_000_003 + index),
-                                         dtype=torch.float64) for index in range(start, end)]).to(maps.device)
+                                         dtype=torch.float64) for index in seeds]).to(maps.device)
         maps = torch.cat([maps, random[:, None]], dim=1)
         maps = torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
         found: dict[str, Tensor] = {}
@@ -683,11 +692,13 @@ def summarize_image_study(scores: ImageStudyScores, *, model: str, settings: dic
 
 
 def run_image_study(config: ImageStudyConfig, *, progress: Callable[[int, int], None] | None = None
-                    ) -> ImageStudySummary:
+                    ) -> ImageStudySummary | None:
     """Run :class:`ImageStudyConfig`: check every input, score every image, summarise, write the folder.
 
     Writes into `config.out`, atomically: ``results.json`` (the summary and the mean curves),
     ``results.csv`` (one row per method and metric), ``per_image.csv``, ``table.md`` and ``curves.png``.
+    With ``shard`` it scores its share of the images into a shard file and returns None; with ``merge``
+    it summarises the shard files (:mod:`attnlens.experiments.image_study_shards`) instead of scoring.
 
     Raises:
         ValueError: in one line, before anything is written, on a bad option, a bad data folder, CSV or
@@ -704,9 +715,38 @@ def run_image_study(config: ImageStudyConfig, *, progress: Callable[[int, int], 
     tolerance = _check_number(config.tolerance, "tolerance", low=0)
     _check_choice(config.perturb, "perturb", PERTURB_MODES)
     _check_choice(config.baseline, "baseline", BASELINES)
+    from attnlens.experiments import image_study_shards as sharding  # noqa: PLC0415
+
+    if config.shard is not None and config.merge:
+        raise ArgumentError("Expected `merge` without `shard` (merging reads every shard), but got both.", "merge")
+    shard = None if config.shard is None else sharding.parse_shard(config.shard)
     check_output_folder(config.out)
     metrics = _check_metrics(config.metrics, config.masks is not None)
+    settings = {"data": str(config.data), "masks": config.masks, "perturb": config.perturb,
+                "baseline": config.baseline, "steps": steps, "tolerance": tolerance, "alpha": config.alpha,
+                "threshold": config.threshold, "seed": config.seed, "resamples": resamples,
+                "perturbation_fractions": list(PERTURBATION_FRACTIONS)}
+    meta = {"model": config.model, "methods": list(config.methods or ()), "metrics": metrics, "limit": config.limit,
+            **{k: v for k, v in settings.items() if k != "resamples"}}
+    if config.merge:
+        scores = sharding.read_image_shards(config.out, meta)
+        summary = summarize_image_study(scores, model=config.model, settings=settings, seed=config.seed,
+                                        resamples=resamples)
+        write_image_study(summary, config.out)
+        import shutil  # noqa: PLC0415
+
+        shutil.rmtree(sharding.image_shard_folder(config.out), ignore_errors=True)
+        return summary
     dataset = read_image_dataset(config.data, masks=config.masks, limit=config.limit)
+    positions = None
+    if shard is not None:
+        positions = sharding.shard_indices(len(dataset.paths), *shard)
+        if not positions:
+            raise ArgumentError(f"Expected shard {config.shard} to hold images, but the data has only "
+                                f"{len(dataset.paths)}.", "shard")
+        dataset = ImageDataset([dataset.paths[i] for i in positions], [dataset.labels[i] for i in positions],
+                               None if dataset.masks is None else [dataset.masks[i] for i in positions],
+                               [dataset.ids[i] for i in positions])
     adapter = load_adapter(config.model, device=config.device)
     if getattr(adapter, "modality", "text") != "image":
         raise ArgumentError(f"Expected `model` to be an image model (ViT, DeiT, Vision Mamba), but got a "
@@ -718,11 +758,10 @@ def run_image_study(config: ImageStudyConfig, *, progress: Callable[[int, int], 
     variants = check_image_methods(adapter, config.methods, **options)
     scores = score_image_study(adapter, dataset, labels, variants, metrics=metrics, perturb=config.perturb,
                                baseline=config.baseline, steps=steps, tolerance=tolerance, batch_size=batch_size,
-                               seed=config.seed, progress=progress)
-    settings = {"data": str(config.data), "masks": config.masks, "perturb": config.perturb,
-                "baseline": config.baseline, "steps": steps, "tolerance": tolerance, "alpha": config.alpha,
-                "threshold": config.threshold, "seed": config.seed, "resamples": resamples,
-                "perturbation_fractions": list(PERTURBATION_FRACTIONS)}
+                               seed=config.seed, progress=progress, image_positions=positions)
+    if shard is not None:
+        sharding.write_image_shard(scores, positions, meta, config.out, *shard)
+        return None
     summary = summarize_image_study(scores, model=config.model, settings=settings, seed=config.seed,
                                     resamples=resamples)
     write_image_study(summary, config.out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -230,3 +231,47 @@ def test_baselines_by_hand():
     torch.testing.assert_close(baseline_images(constant, "blur", pre, (2, 2)), constant, atol=1e-12, rtol=0)
     blurred = baseline_images(pixels, "blur", pre, (2, 2))
     assert blurred.shape == pixels.shape and float(blurred.std()) < float(pixels.std())
+
+
+def test_shards_merge_to_the_unsharded_results(trained_vision_models, digits, tmp_path, capsys):
+    """Three --shard runs and a --merge write the same results.json and per_image.csv as one run."""
+    common = ["--quiet", "image-study", "--model", f"vim={trained_vision_models.vim}", "--data", str(digits.images),
+              "--masks", str(digits.masks), "--methods", "rollout,mamba_attr", "--steps", "4", "--limit", "10",
+              "--tolerance", "0"]
+    whole, merged = tmp_path / "whole", tmp_path / "merged"
+    assert main([*common, "--out", str(whole)]) == 0, capsys.readouterr().err
+    for index in (2, 0, 1):  # any order
+        assert main([*common, "--out", str(merged), "--shard", f"{index}/3"]) == 0, capsys.readouterr().err
+        assert not merged.exists()
+    assert sorted(p.name for p in (tmp_path / "merged.shards").iterdir()) == [
+        "image-shard-0-of-3.npz", "image-shard-1-of-3.npz", "image-shard-2-of-3.npz"]
+    assert main([*common, "--out", str(merged), "--merge"]) == 0, capsys.readouterr().err
+    # equal up to float32 round-off: the model sees the images in other batches
+    got, expected = (json.loads((folder / "results.json").read_text()) for folder in (merged, whole))
+    assert got["methods"] == expected["methods"] and got["n_images"] == expected["n_images"] == 10
+    for method, row in expected["table"].items():
+        for metric, entry in row.items():
+            assert got["table"][method][metric]["mean"] == pytest.approx(entry["mean"], abs=1e-6)
+            assert got["table"][method][metric]["ci95"] == pytest.approx(entry["ci95"], abs=1e-6)
+    merged_rows = list(csv.reader((merged / "per_image.csv").open()))
+    whole_rows = list(csv.reader((whole / "per_image.csv").open()))
+    assert [r[:3] for r in merged_rows] == [r[:3] for r in whole_rows]  # same images, methods, order
+    assert not (tmp_path / "merged.shards").exists()
+
+
+def test_shard_errors_exit_2(trained_vision_models, digits, tmp_path, capsys):
+    common = ["image-study", "--model", str(trained_vision_models.vit), "--data", str(digits.images), "--methods",
+              "rollout", "--steps", "4", "--limit", "4"]
+    out = tmp_path / "out"
+    assert main([*common, "--out", str(out), "--shard", "3/3"]) == 2
+    assert "Expected `--shard` to be i/N with 0 <= i < N, but got '3/3'" in capsys.readouterr().err
+    assert main([*common, "--out", str(out), "--merge"]) == 2
+    assert "Expected `--out` to have shard files in" in capsys.readouterr().err
+    assert main(["--quiet", *common, "--out", str(out), "--shard", "0/2"]) == 0
+    assert main([*common, "--out", str(out), "--merge"]) == 2
+    err = capsys.readouterr().err
+    assert "Expected all 2 shards in" in err and "shard(s) 1/2 are missing" in err
+    assert main(["--quiet", *common[:-2], "--limit", "5", "--out", str(out), "--shard", "1/2"]) == 0
+    assert main([*common, "--out", str(out), "--merge"]) == 2
+    assert "differs in limit" in capsys.readouterr().err
+    assert not out.exists()
