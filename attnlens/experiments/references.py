@@ -1,9 +1,9 @@
-"""Reference attributions from captum (a well-kept library, not re-written): IG, Input×Gradient, occlusion, KernelSHAP.
+"""Reference attributions from captum (a well-kept library, not re-written): IG, Input×Gradient, occlusion, KernelSHAP, LIME.
 
 Each gives a `(B, n)` per-token attribution of the target logit in the positions of
 ``adapter.trace(texts).mask``: layer attributions at the word embeddings summed over the hidden
 dimension (signed: positive supports the target, captum's convention), occlusion and KernelSHAP
-per token with the mask (else unknown) token as the baseline. Special tokens get 0. captum is the
+per token with the mask (else unknown) token as the baseline, LIME likewise. Special tokens get 0. captum is the
 optional extra ``attnlens[faithfulness]``; without it these raise a one-line error.
 """
 
@@ -20,7 +20,7 @@ from attnlens._checks import _check_choice
 if TYPE_CHECKING:
     from attnlens.models import Adapter
 
-CAPTUM_REFERENCES = ("ig", "input_x_gradient", "occlusion", "kernel_shap")
+CAPTUM_REFERENCES = ("ig", "input_x_gradient", "occlusion", "kernel_shap", "lime")
 
 
 def captum_available() -> bool:
@@ -39,15 +39,16 @@ def captum_attributions(adapter: Adapter, texts: Sequence[str], target: Tensor, 
     Integrated Gradients (Sundararajan et al., ICML 2017) from the all-baseline-token input with
     `steps` steps; Input×Gradient (Shrikumar et al. 2017); occlusion of one token at a time (Zeiler
     & Fergus 2014; captum ``FeatureAblation``); KernelSHAP (Lundberg & Lee, NeurIPS 2017) with
-    `samples` coalitions per example.
+    `samples` coalitions per example; LIME (Ribeiro et al., KDD 2016) with `samples` perturbations
+    per example (captum's default exponential-kernel similarity and lasso surrogate).
 
     Args:
         adapter: a Hugging Face text classifier adapter.
         texts: B texts.
         target: `(B,)` long explained classes.
-        algorithm: ``"ig"``, ``"input_x_gradient"``, ``"occlusion"`` or ``"kernel_shap"``.
+        algorithm: ``"ig"``, ``"input_x_gradient"``, ``"occlusion"``, ``"kernel_shap"`` or ``"lime"``.
         steps: IG steps.
-        samples: KernelSHAP coalitions per example.
+        samples: KernelSHAP coalitions / LIME perturbations per example.
         special_mask: `(B, n)` bool special tokens (kept in every baseline, attribution 0); None: none.
 
     Returns:
@@ -65,6 +66,7 @@ def captum_attributions(adapter: Adapter, texts: Sequence[str], target: Tensor, 
         FeatureAblation,
         KernelShap,
         LayerGradientXActivation,
+        Lime,
         LayerIntegratedGradients,
     )
 
@@ -91,8 +93,9 @@ def captum_attributions(adapter: Adapter, texts: Sequence[str], target: Tensor, 
                 perturbations_per_eval=16)
         else:
             rows = []
+            algorithm_class = KernelShap if algorithm == "kernel_shap" else Lime
             for b in range(ids.shape[0]):
-                rows.append(KernelShap(run.forward).attribute(
+                rows.append(algorithm_class(run.forward).attribute(
                     ids[b:b + 1], baselines=baseline[b:b + 1], target=target[b:b + 1],
                     additional_forward_args=tuple(t[b:b + 1] for t in extra), feature_mask=features[b:b + 1],
                     n_samples=samples, perturbations_per_eval=samples))

@@ -34,8 +34,8 @@ REDUCTIONS = ("max", "cls", "mean")
 TARGETS = ("pred", "gold")
 TIES = ("average", "dense")
 # gradient: the adapter's input-gradient saliency of the explained logit; loo: leave-one-out (Abnar & Zuidema 2020);
-# ig, input_x_gradient, occlusion, kernel_shap: captum's attributions (attnlens.experiments.references); all as |value|
-REFERENCES = ("gradient", "loo", "ig", "input_x_gradient", "occlusion", "kernel_shap")
+# ig, input_x_gradient, occlusion, kernel_shap, lime: captum's attributions (attnlens.experiments.references); all as |value|
+REFERENCES = ("gradient", "loo", "ig", "input_x_gradient", "occlusion", "kernel_shap", "lime")
 
 
 @dataclass(frozen=True)

@@ -50,10 +50,13 @@ def test_integrated_gradients_is_complete_and_input_x_gradient_matches_the_trace
     torch.testing.assert_close(ixg.abs(), trace.saliency.float(), atol=1e-5, rtol=1e-4)
 
 
-def test_kernel_shap_runs_and_unknown_algorithm_is_refused(tiny_adapter):
+@pytest.mark.parametrize("algorithm", ["kernel_shap", "lime"])
+def test_sampling_attributions_run_and_unknown_algorithm_is_refused(tiny_adapter, algorithm):
     trace = tiny_adapter.trace(SENTENCES[:1], saliency=None)
-    shap = captum_attributions(tiny_adapter, SENTENCES[:1], trace.target, algorithm="kernel_shap", samples=32,
-                               special_mask=trace.special_mask)
-    assert shap.shape == trace.mask.shape and torch.isfinite(shap).all()
+    torch.manual_seed(0)
+    values = captum_attributions(tiny_adapter, SENTENCES[:1], trace.target, algorithm=algorithm, samples=32,
+                                 special_mask=trace.special_mask)
+    assert values.shape == trace.mask.shape and torch.isfinite(values).all()
+    assert (values[trace.special_mask] == 0).all()
     with pytest.raises(ValueError, match="Expected `algorithm` to be one of"):
         captum_attributions(tiny_adapter, SENTENCES, trace.target, algorithm="lrp")
