@@ -465,6 +465,8 @@ class ImageStudyConfig:
     shard: str | None = field(default=None, metadata=option(
         "score only shard i of N (every N-th image from the i-th) into <out>.shards/, for job arrays; then run "
         "once more with --merge", metavar="i/N"))
+    report: bool = field(default=False, metadata=option(
+        "also write report.html: one self-contained page with the sortable table and the curves"))
     merge: bool = field(default=False, metadata=option(
         "summarise the shard files in <out>.shards/ (every shard, same settings) into --out, then remove them"))
 
@@ -732,7 +734,7 @@ def run_image_study(config: ImageStudyConfig, *, progress: Callable[[int, int], 
         scores = sharding.read_image_shards(config.out, meta)
         summary = summarize_image_study(scores, model=config.model, settings=settings, seed=config.seed,
                                         resamples=resamples)
-        write_image_study(summary, config.out)
+        write_image_study(summary, config.out, report=config.report)
         import shutil  # noqa: PLC0415
 
         shutil.rmtree(sharding.image_shard_folder(config.out), ignore_errors=True)
@@ -764,7 +766,7 @@ def run_image_study(config: ImageStudyConfig, *, progress: Callable[[int, int], 
         return None
     summary = summarize_image_study(scores, model=config.model, settings=settings, seed=config.seed,
                                     resamples=resamples)
-    write_image_study(summary, config.out)
+    write_image_study(summary, config.out, report=config.report)
     return summary
 
 

@@ -83,8 +83,30 @@ def _write_png(summary: ImageStudySummary, path: Path) -> None:
     plt.close(figure)
 
 
-def write_image_study(summary: ImageStudySummary, out_dir: str | Path) -> Path:
-    """Write :data:`IMAGE_STUDY_FILES` into `out_dir` (new or empty), atomically.
+def _report(summary: ImageStudySummary, curves_png: Path) -> str:
+    """A self-contained ``report.html``: the sortable methods × metrics table and the mean curves."""
+    from attnlens.viz.report import report_page  # noqa: PLC0415
+
+    header = ["method"] + [f"{metric} {part}" for metric in summary.metrics for part in ("mean", "p vs rollout")]
+    rows = [[method] + [value for metric in summary.metrics for value in (
+        summary.table[method][metric].mean,
+        float("nan") if summary.table[method][metric].wilcoxon_p_vs_rollout is None
+        else summary.table[method][metric].wilcoxon_p_vs_rollout)] for method in summary.methods]
+    intervals = [[method] + [f"{e.mean:.4g} [{e.ci95[0]:.4g}, {e.ci95[1]:.4g}]" for e in
+                             (summary.table[method][metric] for metric in summary.metrics)]
+                 for method in summary.methods]
+    intro = (f"{summary.n_images} images, model {summary.model}, accuracy {summary.accuracy:.4f}. Lower is better for "
+             f"{', '.join(m for m in summary.metrics if m in LOWER_IS_BETTER) or 'none'}; higher for the rest. Click a "
+             f"column to sort.")
+    return report_page(f"attnlens image study: {summary.model}", intro=intro,
+                       tables=[("Mean and Wilcoxon p against rollout", header, rows),
+                               ("Mean [bootstrap 95 % interval]", ["method", *summary.metrics], intervals)],
+                       images=[("Mean curves", curves_png.read_bytes())])
+
+
+def write_image_study(summary: ImageStudySummary, out_dir: str | Path, *, report: bool = False) -> Path:
+    """Write :data:`IMAGE_STUDY_FILES` into `out_dir` (new or empty), atomically; with `report` also
+    ``report.html`` (one self-contained page: the sortable table and the curves).
 
     Raises:
         ValueError: when `out_dir` holds files or cannot be created.
@@ -106,6 +128,8 @@ def write_image_study(summary: ImageStudySummary, out_dir: str | Path) -> Path:
         write_csv(header, per_image, staging / "per_image.csv")
         (staging / "table.md").write_text(image_study_markdown(summary), encoding="utf-8")
         _write_png(summary, staging / "curves.png")
+        if report:
+            (staging / "report.html").write_text(_report(summary, staging / "curves.png"), encoding="utf-8")
 
     return write_atomically(out_dir, fill)
 

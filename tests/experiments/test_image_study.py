@@ -275,3 +275,15 @@ def test_shard_errors_exit_2(trained_vision_models, digits, tmp_path, capsys):
     assert main([*common, "--out", str(out), "--merge"]) == 2
     assert "differs in limit" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_report_is_one_self_contained_page(trained_vision_models, digits, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--quiet", "image-study", "--model", str(trained_vision_models.vit), "--data", str(digits.images),
+                 "--methods", "rollout,gae", "--steps", "4", "--limit", "6", "--out", str(out), "--report"]) == 0, \
+        capsys.readouterr().err
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
+    assert "http://" not in page and "https://" not in page and "<script src" not in page
+    for name in ("rollout", "gae", "random", "positive", "insertion"):
+        assert name in page
