@@ -4,6 +4,7 @@ and the CLI then exits 130 at once instead of waiting for the solves still runni
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 
@@ -13,7 +14,16 @@ import torch
 from attnlens.methods import attention_flow, estimate_flow_seconds
 
 
-def test_ctrl_c_interrupts_a_long_flow_solve_promptly():
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own SIGINT handler, whatever the launcher left: a shell starting pytest in the background
+    (`cmd &` without job control) makes SIGINT ignored, and then `interrupt_main` does nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_interrupts_a_long_flow_solve_promptly(ctrl_c_raises):
     torch.set_num_threads(1)
     generator = torch.Generator().manual_seed(0)
     attn = torch.softmax(2 * torch.randn(2, 6, 80, 80, generator=generator, dtype=torch.float64), dim=-1)
