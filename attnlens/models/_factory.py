@@ -71,6 +71,22 @@ def load_failure(name_or_path: str, err: Exception) -> ValueError:
                          f"{name_or_path!r} could not be loaded ({failure_cause(err)}).", "model")
 
 
+def read_model_config(name_or_path: str, **kwargs: object) -> object:
+    """The Hugging Face config of a model reference, after checking the reference (a path must exist; a
+    hub id must be cached or reachable) — what every loader reads first.
+
+    Raises:
+        ArgumentError: (argument `model`) on a missing path, an unreachable hub id or an unreadable config.
+    """
+    _check_model_reference(name_or_path)
+    from transformers import AutoConfig  # noqa: PLC0415
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path, **kwargs)
+    except Exception as err:  # noqa: BLE001 - hub, IO and format errors of every kind
+        raise load_failure(name_or_path, err) from err
+
+
 def load_adapter(name_or_path: str, *, device: str | torch.device = "cpu") -> object:
     """Read the model's Hugging Face config, pick the registered adapter family, and load it.
 
@@ -99,11 +115,5 @@ def load_adapter(name_or_path: str, *, device: str | torch.device = "cpu") -> ob
     from attnlens.models.timm_vit import TimmViTAdapter, parse_timm_spec  # noqa: PLC0415 - timm has no HF config
     if (timm_spec := parse_timm_spec(name_or_path)) is not None:
         return TimmViTAdapter.from_spec(*timm_spec, device=device)
-    _check_model_reference(name_or_path)
-    from transformers import AutoConfig  # noqa: PLC0415
-
-    try:
-        config = AutoConfig.from_pretrained(name_or_path)
-    except Exception as err:  # noqa: BLE001 - hub, IO and format errors of every kind
-        raise load_failure(name_or_path, err) from err
+    config = read_model_config(name_or_path)
     return adapter_for_config(config).from_pretrained(name_or_path, device=device)

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from attnlens._checks import _check_choice, _check_device, _check_integer
 from attnlens.methods._common import _apply_mask
-from attnlens.models._factory import _check_model_reference, load_failure
+from attnlens.models._factory import read_model_config
 from attnlens.models._hooks import eval_mode, frozen_parameters, input_embedding_leaf
 from attnlens.models._loading import failure_cause, quiet_transformers
 from attnlens.models._perturb import gather_rows, perturbed_ids
@@ -107,17 +107,13 @@ class TextClassifierAdapter(Adapter):
             ExplainError: when the model cannot be loaded or is not a sequence classifier.
         """
         device = _check_device(device)
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
 
         with quiet_transformers():
             try:
-                _check_model_reference(name_or_path)
+                config = read_model_config(name_or_path, local_files_only=local_files_only)
             except ValueError as err:
-                raise ExplainError(str(err)) from None
-            try:
-                config = AutoConfig.from_pretrained(name_or_path, local_files_only=local_files_only)
-            except Exception as err:  # noqa: BLE001 - hub/IO errors of every kind
-                raise ExplainError(str(load_failure(name_or_path, err))) from err
+                raise ExplainError(str(err)) from err
             architectures = getattr(config, "architectures", None) or []
             if architectures and not _is_sequence_classifier(config):
                 raise ExplainError(

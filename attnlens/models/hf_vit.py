@@ -30,7 +30,7 @@ from torch import Tensor
 
 from attnlens._checks import _check_choice, _check_device, _check_integer
 from attnlens.datasets.images import ImagePreprocessing, as_pixel_values
-from attnlens.models._factory import _check_model_reference, load_failure
+from attnlens.models._factory import read_model_config
 from attnlens.models._hooks import eval_mode, frozen_parameters
 from attnlens.models._loading import failure_cause, quiet_transformers
 from attnlens.models._perturb import PERTURB_MODES, check_keep_mask
@@ -128,17 +128,13 @@ class ViTAdapter(Adapter):
             ExplainError: when the model cannot be loaded or has no image-classification head.
         """
         device = _check_device(device)
-        from transformers import AutoConfig, AutoModelForImageClassification  # noqa: PLC0415
+        from transformers import AutoModelForImageClassification  # noqa: PLC0415
 
         with quiet_transformers():
             try:
-                _check_model_reference(name_or_path)
+                config = read_model_config(name_or_path)
             except ValueError as err:
-                raise ExplainError(str(err)) from None
-            try:
-                config = AutoConfig.from_pretrained(name_or_path)
-            except Exception as err:  # noqa: BLE001 - hub/IO errors of every kind
-                raise ExplainError(str(load_failure(name_or_path, err))) from err
+                raise ExplainError(str(err)) from err
             if not cls.accepts(config):
                 raise ExplainError(f"Expected `model` to be a ViT or DeiT image classifier, but {name_or_path!r} is a "
                                    f"{', '.join(getattr(config, 'architectures', None) or [config.model_type])}.")
