@@ -11,13 +11,11 @@ Run ``python -m attnlens.training.vision --out DIR`` to train and save both tiny
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,6 +25,7 @@ from torch import Tensor, nn
 
 from attnlens._checks import ArgumentError, ArgumentTypeError, _check_creatable_folder, _check_integer, _check_number
 from attnlens._files import _write_folder_atomically
+from attnlens.training.finetune import _progress_bar  # one training bar: loss, examples/s, elapsed, ETA
 
 TRAINING_RECORD = "attnlens_training.json"
 """The record written beside every saved placed-digits model: settings, steps, seconds, accuracy."""
@@ -299,20 +298,6 @@ def evaluate_image_classifier(model: nn.Module, images: Tensor, labels: Tensor, 
         correct += int((logits.argmax(dim=-1).cpu() == labels[first:first + batch_size].cpu()).sum())
     model.train(was_training)
     return correct / images.shape[0]
-
-
-@contextlib.contextmanager
-def _progress_bar(enabled: bool) -> Iterator[Any]:
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console  # noqa: PLC0415
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
-
-    columns = (TextColumn("[bold]{task.description:>5}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[info]}"), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        yield bar
 
 
 # ----------------------------------------------------------------------------------------------- tiny models
