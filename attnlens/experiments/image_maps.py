@@ -42,6 +42,8 @@ class ImageMaps(NamedTuple):
         logits: `(B, C)` the model's outputs.
         target: `(B,)` the explained classes.
         pixel_values: `(B, 3, H, W)` the model's input.
+        grid: `(rows, columns)` of the patch grid (``Trace.grid``).
+        patch_positions: `(rows * columns,)` the token position of every patch (``Trace.patch_positions``).
     """
 
     methods: list[str]
@@ -49,6 +51,8 @@ class ImageMaps(NamedTuple):
     logits: Tensor
     target: Tensor
     pixel_values: Tensor
+    grid: tuple[int, int] | None = None
+    patch_positions: Tensor | None = None
 
 
 def default_image_methods(adapter: Any) -> list[str]:
@@ -119,7 +123,7 @@ def image_maps(adapter: Any, images: Tensor | Sequence[Any], methods: Sequence[M
         scores = relevance(joint, mask=trace.mask, reduce="readout", readout=trace.readout)
         maps.append(patch_map(scores, trace.patch_positions, trace.grid))
     return ImageMaps([v.name for v in methods], torch.stack(maps, dim=1).detach(), trace.logits.detach(),
-                     trace.target, pixel_values)
+                     trace.target, pixel_values, tuple(trace.grid), trace.patch_positions)
 
 
 def _pixels(adapter: Any, images: Tensor | Sequence[Any]) -> Tensor:

@@ -534,14 +534,8 @@ def score_image_study(adapter: Any, dataset: ImageDataset, labels: Sequence[int]
     from attnlens.experiments.image_maps import image_maps  # noqa: PLC0415
 
     metrics = list(metrics)
-    probe = adapter.trace(adapter.pixel_values([load_image(dataset.paths[0])]), saliency=None,
-                          **({"gradients": False} if _takes(adapter.trace, "gradients") else {}))
-    grid, positions = tuple(probe.grid), probe.patch_positions
-    patches = grid[0] * grid[1]
-    if steps > patches:
-        raise ArgumentError(f"Expected `steps` to be at most the model's {patches} patches, but got {steps}.", "steps")
     size = tuple(adapter.preprocessing.size)
-    cells = pixel_cells(size, grid, device=adapter.device)
+    grid = positions = cells = None  # from the first batch's trace
     wanted_curves = {"perturbation": [o for o in ("positive", "negative")
                                       if o in metrics or f"{o}_probability" in metrics],
                      "pixels": [k for k in ("deletion", "insertion") if k in metrics]}
@@ -554,6 +548,13 @@ def score_image_study(adapter: Any, dataset: ImageDataset, labels: Sequence[int]
     for start, end in _chunks(count, batch_size):
         pictures = [load_image(path) for path in dataset.paths[start:end]]
         batch = image_maps(adapter, pictures, variants)
+        if grid is None:
+            grid, positions = batch.grid, batch.patch_positions
+            patches = grid[0] * grid[1]
+            if steps > patches:
+                raise ArgumentError(f"Expected `steps` to be at most the model's {patches} patches, but got {steps}.",
+                                    "steps")
+            cells = pixel_cells(size, grid, device=adapter.device)
         pixels = batch.pixel_values
         gold = torch.tensor(labels[start:end], dtype=torch.long, device=pixels.device)
         target = batch.target.to(pixels.device)
@@ -604,12 +605,6 @@ def score_image_study(adapter: Any, dataset: ImageDataset, labels: Sequence[int]
             progress(end, count)
     return ImageStudyScores(names, metrics, scores, {k: np.concatenate(v) for k, v in curves.items()}, fractions,
                             list(dataset.ids), np.asarray(labels, dtype=np.int64), predictions)
-
-
-def _takes(function: Callable, name: str) -> bool:
-    import inspect  # noqa: PLC0415
-
-    return name in inspect.signature(function).parameters
 
 
 # --- the summary --------------------------------------------------------------------------------------------------
