@@ -175,8 +175,10 @@ class MambaAdapter(Adapter):
 
     @classmethod
     def accepts(cls, config: object) -> bool:
-        """Whether a Hugging Face `config` is a Mamba (v1) model."""
-        return getattr(config, "model_type", None) == "mamba"
+        """Whether a Hugging Face `config` is a Mamba (v1) language model (a sequence classifier has its own family)."""
+        architectures = getattr(config, "architectures", None) or []
+        classifier = any(name.endswith("ForSequenceClassification") for name in architectures)
+        return getattr(config, "model_type", None) == "mamba" and not classifier
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, device: str | torch.device = "cpu") -> MambaAdapter:
