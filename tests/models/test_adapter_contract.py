@@ -43,7 +43,7 @@ def _direct(adapter: Adapter, rows: list[list[int]]) -> torch.Tensor:
     with torch.no_grad():
         for row in rows:
             ids = torch.tensor([row], device=adapter.device)
-            if adapter.family == "mamba":
+            if adapter.task == "language_modeling":
                 out.append(adapter.model(ids, use_cache=False).logits[0, -1])
             else:
                 out.append(adapter.model(input_ids=ids).logits[0])
@@ -268,7 +268,7 @@ def test_task_and_what_traces_provide(name):
         assert extras[need] in trace.extras, f"{name} provides {need!r} but its trace lacks {extras[need]!r}"
     if "attention_gradients" in adapter.provides:
         assert trace.extras["attention_grad"].shape == trace.attentions.shape
-    assert (adapter.task == "language_modeling") == (adapter.family == "mamba")
+    assert (adapter.task == "language_modeling") == (adapter.family in ("mamba", "mamba2"))
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -284,11 +284,12 @@ def test_saliency_is_the_gradient_at_the_first_layer_input(name):
     handle = adapter.layers()[0].register_forward_pre_hook(capture, with_kwargs=True)
     try:
         ids = trace.input_ids.clone()
-        logits = adapter.model(ids).logits[:, -1] if adapter.family == "mamba" else adapter.model(input_ids=ids).logits
+        logits = adapter.model(input_ids=ids).logits
+        logits = logits[:, -1] if adapter.task == "language_modeling" else logits
         (grad,) = torch.autograd.grad(logits[0, 1], seen[0])
     finally:
         handle.remove()
     torch.testing.assert_close(trace.saliency[0], grad[0].norm(dim=-1), atol=1e-6, rtol=1e-4)
-    if adapter.family == "mamba":  # the embedding output is the first layer's input
+    if adapter.task == "language_modeling":  # the embedding output is the first layer's input
         words = adapter.trace([text], target=1, saliency="l2", saliency_at="word_embeddings").saliency
         torch.testing.assert_close(words, trace.saliency, atol=0, rtol=0)
