@@ -82,3 +82,51 @@ def perturbed_ids(input_ids: Tensor, mask: Tensor, keep_mask: object, *, mode: s
 def gather_rows(values: Tensor, keep: Tensor) -> list[list[int]]:
     """Per row, the values at the kept positions, as Python lists (for re-padding)."""
     return [row[kept].tolist() for row, kept in zip(values.cpu(), keep)]
+
+
+def distinct_rows(rows: dict[str, list[list[int]]]) -> tuple[dict[str, list[list[int]]], list[int]]:
+    """The distinct model inputs among `rows`, shortest first, and where each original row went.
+
+    Perturbed copies of one batch repeat each other (several explanations rank the same tokens
+    first; a bin can keep or remove the same set as another), and identical inputs give identical
+    outputs, so each distinct input needs one forward. Sorting by length keeps the padding of the
+    later batches small.
+
+    Args:
+        rows: per model input name (``input_ids``, ``token_type_ids``, ...) B rows of ints.
+
+    Returns:
+        The U distinct rows (same keys, sorted by length, ties in first-seen order) and, for each
+        of the B original rows, its index among them.
+
+    Example:
+        >>> distinct_rows({"input_ids": [[1, 2, 3], [4], [1, 2, 3]]})
+        ({'input_ids': [[4], [1, 2, 3]]}, [1, 0, 1])
+    """
+    keys = list(rows)
+    first: dict[tuple, int] = {}
+    slots = []
+    for b in range(len(rows[keys[0]])):
+        key = tuple(tuple(rows[name][b]) for name in keys)
+        slots.append(first.setdefault(key, len(first)))
+    uniques = list(first)
+    order = sorted(range(len(uniques)), key=lambda u: (len(uniques[u][0]), u))
+    position = {u: i for i, u in enumerate(order)}
+    distinct = {name: [list(uniques[u][k]) for u in order] for k, name in enumerate(keys)}
+    return distinct, [position[slot] for slot in slots]
+
+
+def chunked_by_length(rows: dict[str, list[list[int]]], max_tokens: int = 8192) -> list[slice]:
+    """Consecutive slices of length-sorted `rows` whose padded size stays within `max_tokens`.
+
+    Args:
+        rows: rows sorted by length (as :func:`distinct_rows` returns them).
+        max_tokens: the largest rows × longest-row product of one slice (at least one row each).
+    """
+    lengths = [len(row) for row in next(iter(rows.values()))]
+    slices, start = [], 0
+    for stop in range(1, len(lengths) + 1):
+        if stop == len(lengths) or (stop + 1 - start) * lengths[stop] > max_tokens:
+            slices.append(slice(start, stop))
+            start = stop
+    return slices

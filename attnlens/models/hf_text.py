@@ -26,7 +26,7 @@ from attnlens.methods._common import _apply_mask
 from attnlens.models._factory import read_model_config
 from attnlens.models._hooks import eval_mode, frozen_parameters, input_embedding_leaf
 from attnlens.models._loading import failure_cause, quiet_transformers
-from attnlens.models._perturb import gather_rows, perturbed_ids
+from attnlens.models._perturb import chunked_by_length, distinct_rows, gather_rows, perturbed_ids
 from attnlens.models._registry import register_adapter
 from attnlens.models._saliency import SALIENCY_POSITIONS, SALIENCY_REDUCTIONS, reduce_saliency
 from attnlens.models._targets import ExplainError, class_from_name, label_indices, resolve_target
@@ -311,6 +311,9 @@ class TextClassifierAdapter(Adapter):
             mode: ``"remove"`` (the kept tokens re-packed and re-padded) or ``"mask"`` (the
                 tokenizer's mask token, else its unknown token).
 
+        Identical perturbed inputs run once, and the distinct ones in batches of similar length
+        (:func:`attnlens.models._perturb.distinct_rows`).
+
         Returns:
             `(B, C)` logits.
 
@@ -322,7 +325,10 @@ class TextClassifierAdapter(Adapter):
         mask = encoded.pop("attention_mask").bool()
         encoded["input_ids"], keep = perturbed_ids(encoded["input_ids"], mask, keep_mask, mode=mode,
                                                    tokenizer=self.tokenizer)
-        return self._logits(self._pad({key: gather_rows(value, keep) for key, value in encoded.items()}))
+        rows, slots = distinct_rows({key: gather_rows(value, keep) for key, value in encoded.items()})
+        logits = torch.cat([self._logits(self._pad({key: value[part] for key, value in rows.items()}))
+                            for part in chunked_by_length(rows)])
+        return logits[torch.tensor(slots, device=logits.device)]
 
 
 def load_text_classifier(name_or_path: str, *, device: str | torch.device = "cpu") -> TextClassifierAdapter:
