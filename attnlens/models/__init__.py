@@ -14,11 +14,13 @@ from attnlens.models._saliency import SALIENCY_POSITIONS, SALIENCY_REDUCTIONS, r
 from attnlens.models._targets import ExplainError, resolve_target
 from attnlens.models.base import Adapter
 from attnlens.models.hf_causal_text import CausalTextClassifierAdapter
+from attnlens.models.hf_hybrid import JambaAdapter
 from attnlens.models.hf_mamba import MambaAdapter, ScanInputs
 from attnlens.models.hf_text import TextClassifierAdapter, load_text_classifier
 from attnlens.models.hf_vit import ViTAdapter
 from attnlens.models.vim_adapter import VimAdapter
 from attnlens.models import _tiny  # noqa: F401, E402 - registers the tiny test_* variants
+from attnlens.models import _tiny_hybrid  # noqa: F401, E402 - registers test_jamba
 from attnlens.models import _tiny_vision  # noqa: F401, E402 - registers test_vit and test_deit
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "Adapter",
     "CausalTextClassifierAdapter",
     "ExplainError",
+    "JambaAdapter",
     "MambaAdapter",
     "ScanInputs",
     "TextClassifierAdapter",
