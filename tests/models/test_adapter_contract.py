@@ -268,7 +268,7 @@ def test_task_and_what_traces_provide(name):
         assert extras[need] in trace.extras, f"{name} provides {need!r} but its trace lacks {extras[need]!r}"
     if "attention_gradients" in adapter.provides:
         assert trace.extras["attention_grad"].shape == trace.attentions.shape
-    assert (adapter.task == "language_modeling") == (adapter.family in ("mamba", "mamba2"))
+    assert (adapter.task == "language_modeling") == (adapter.family in ("mamba", "mamba2", "jamba"))
 
 
 @pytest.mark.parametrize("name", VARIANTS)
