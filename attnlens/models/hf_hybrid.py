@@ -169,14 +169,14 @@ class JambaAdapter(MambaAdapter):
 
     @classmethod
     def accepts(cls, config: object) -> bool:
-        """Whether a Hugging Face `config` is a Jamba language model (a sequence classifier is left to its own family)."""
+        """Whether a Hugging Face `config` is a Jamba language model (sequence classifiers are left to their family)."""
         architectures = getattr(config, "architectures", None) or []
         classifier = any(name.endswith("ForSequenceClassification") for name in architectures)
         return getattr(config, "model_type", None) == "jamba" and not classifier
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, device: str | torch.device = "cpu") -> JambaAdapter:
-        """Load a `JambaForCausalLM` (float32, eager attention) and its tokenizer from a Hugging Face id or a local folder."""
+        """Load a `JambaForCausalLM` (float32, eager attention) and its tokenizer by Hugging Face id or local folder."""
         from transformers import AutoTokenizer, JambaForCausalLM  # noqa: PLC0415
 
         with quiet_transformers():  # no weight-loading bar, no causal_conv1d / mamba_ssm fallback warnings
@@ -226,7 +226,11 @@ class JambaAdapter(MambaAdapter):
         score = logits.gather(1, chosen[:, None]).sum()
         grads = torch.autograd.grad(score, [embeds] + [record["residual"] for record in records])
         residual_grad = torch.stack([g.clamp(min=0).amax(dim=-1) for g in grads[1:]], dim=1)  # (b, L, n)
-        heads = max((r["attention"].shape[1] for r in records if "attention" in r), default=1)
+        weights = [record.get("attention") for layer, record in zip(layers, records) if not _is_ssm(layer)]
+        if any(w is None for w in weights):
+            raise ExplainError("Expected the model's attention layers to return attention weights, but they "
+                               "returned none (it needs attn_implementation='eager').")
+        heads = weights[0].shape[1] if weights else 1
         attentions, hidden_attentions = [], []
         with torch.no_grad():
             for layer, record in zip(layers, records):
@@ -237,13 +241,9 @@ class JambaAdapter(MambaAdapter):
                     normalised = _normalize_rows(alpha.abs())
                     attentions.append(normalised[:, None].expand(-1, heads, -1, -1))
                 else:
-                    weights = record.get("attention")
-                    if weights is None:
-                        raise ExplainError("Expected the model's attention layers to return attention weights, but "
-                                           "they returned none (it needs attn_implementation='eager').")
-                    weights = weights.detach().float()
-                    attentions.append(weights)
-                    hidden_attentions.append(weights.mean(dim=1))
+                    softmax = record["attention"].detach().float()
+                    attentions.append(softmax)
+                    hidden_attentions.append(softmax.mean(dim=1))
         out = {
             "attentions": torch.stack(attentions, dim=1),
             "hidden_attention": torch.stack(hidden_attentions, dim=1),
