@@ -26,10 +26,13 @@ g_d the data-dependent output diagonal (Mamba-2: the gated RMSNorm ``w_d·SiLU(z
 see :func:`ssd_unified_attention`). A convolution bias b_d adds ``β_d = diag(g_d)(α_h + D_h I)σ(v_d)·b_d``,
 which does not depend on x: the mixer's output is ``out_proj(Ω x + β)``. The channel mean uses that
 the P channels of a head share α_h: per tap k, ``Σ_p g_hp[r] w_hp[K-1-k] σ_hp[c']`` is a rank-P
-matrix, so the mean needs `(B, K, n, n)` per block of heads, never `(H·P, n, n)`.
+matrix (one matmul), so the mean needs `(B, h, n, n)` for a block of h heads, never `(H·P, n, n)`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -138,24 +141,91 @@ def ssd_hidden_attention(
     return _apply_mask(result, mask).to(delta.dtype)
 
 
-def _compaction(mask: Tensor) -> tuple[Tensor, Tensor]:
-    """`(B, n)` positions putting every example's valid tokens first, in order, and the prefix mask."""
+class _Unified(NamedTuple):
+    """The unified form's inputs with padding removed (valid tokens first), in the working dtype."""
+
+    delta: Tensor  # (b, H, n)
+    A: Tensor  # (H,)
+    B: Tensor  # (b, G, N, n)
+    C: Tensor
+    skip: Tensor  # (H,)
+    sigma: Tensor  # (b, H, P, n) σ(v), 0 on padding
+    gate_scale: Tensor  # (b, H, P, n), 0 on padding
+    order: Tensor  # (b, n) positions gathered
+    prefix: Tensor  # (b, n) the compacted mask
+
+
+def _unified_check(delta: Tensor, A: Tensor, B: Tensor, C: Tensor, tensors: dict[str, Tensor | None],
+                   mask: Tensor | None) -> tuple[_Unified, Tensor]:
+    """Check the unified form's inputs and remove padding (the convolution's shifts then never cross it)."""
+    batch, heads_count, n, _, _ = _ssd_check(delta, A, B, C)
+    for name, value in tensors.items():
+        if value is not None:
+            _check_floating(value, name)
+    skip, preactivation, gate_scale = tensors["skip"], tensors["conv_preactivation"], tensors["gate_scale"]
+    _check_ndim(skip, "skip", (1,), "(H,)")
+    _check_ndim(preactivation, "conv_preactivation", (3,), "(B, H·P, n)")
+    width = preactivation.shape[1]
+    if skip.shape[0] != heads_count:
+        raise ArgumentError(f"Expected `skip` to have shape (H,) = ({heads_count},), but got {tuple(skip.shape)}.",
+                            "skip")
+    if preactivation.shape[0] != batch or preactivation.shape[2] != n or width == 0 or width % heads_count:
+        raise ArgumentError(f"Expected `conv_preactivation` to have shape (B, H·P, n) with B = {batch}, n = {n} and "
+                            f"H·P a positive multiple of H = {heads_count}, but got {tuple(preactivation.shape)}.",
+                            "conv_preactivation")
+    if tuple(gate_scale.shape) != tuple(preactivation.shape):
+        raise ArgumentError(f"Expected `gate_scale` to have the shape of `conv_preactivation`, "
+                            f"{tuple(preactivation.shape)}, but got {tuple(gate_scale.shape)}.", "gate_scale")
+    for name in ("conv_weight", "conv_bias"):
+        value = tensors.get(name)
+        if value is None:
+            continue
+        _check_ndim(value, name, (2,) if name == "conv_weight" else (1,), "(H·P, K)" if name == "conv_weight"
+                    else "(H·P,)")
+        if value.shape[0] != width or value.numel() == 0:
+            layout = "(H·P, K) with H·P = {} and K ≥ 1" if name == "conv_weight" else "(H·P,) with H·P = {}"
+            raise ArgumentError(f"Expected `{name}` to have shape {layout.format(width)}, but got "
+                                f"{tuple(value.shape)}.", name)
+    mask = _check_mask(mask, "mask", batch, n, delta.device)
+    work = torch.promote_types(torch.promote_types(delta.dtype, A.dtype), torch.float32)
     order = torch.argsort((~mask).to(torch.int8), dim=-1, stable=True)
-    counts = mask.sum(dim=-1, keepdim=True)
-    prefix = torch.arange(mask.shape[1], device=mask.device)[None, :] < counts
-    return order, prefix
+    prefix = torch.arange(n, device=mask.device)[None, :] < mask.sum(dim=-1, keepdim=True)
+    zero = torch.zeros((), dtype=work, device=delta.device)
+    delta, preactivation, gate_scale = (x.gather(-1, order[:, None].expand_as(x)).to(work)
+                                        for x in (delta, preactivation, gate_scale))
+    B, C = (x.gather(-1, order[:, None, None].expand_as(x)) for x in (B, C))
+    # select before the sigmoid: NaN in padding must not reach the gradients (0 · σ'(NaN) = NaN)
+    sigma = torch.where(prefix[:, None], torch.sigmoid(torch.where(prefix[:, None], preactivation, zero)), zero)
+    gate_scale = torch.where(prefix[:, None], gate_scale, zero)
+    per_head = (batch, heads_count, width // heads_count, n)
+    return _Unified(delta, A.to(work), B, C, skip.to(work), sigma.view(per_head), gate_scale.view(per_head), order,
+                    prefix), mask
 
 
-def _uncompact(x: Tensor, order: Tensor) -> Tensor:
-    """Inverse of gathering rows and columns of `(B, ..., n, n)` `x` by `order`."""
-    out = torch.zeros_like(x)
-    shape = (x.shape[0], *([1] * (x.ndim - 3)), x.shape[-1])
-    rows = order.view(*shape, 1).expand(*x.shape[:-1], 1).expand_as(x)
-    out.scatter_(-2, rows, x)
-    result = torch.zeros_like(x)
-    cols = order.view(*shape[:-1], 1, x.shape[-1]).expand_as(x)
-    result.scatter_(-1, cols, out)
-    return result
+def _head_blocks(heads: int, groups: int, block: int) -> Iterator[tuple[int, slice]]:
+    """(group, heads) blocks of at most `block` consecutive heads, never across groups."""
+    per_group = heads // groups
+    for g in range(groups):
+        for start in range(g * per_group, (g + 1) * per_group, block):
+            yield g, slice(start, min(start + block, (g + 1) * per_group))
+
+
+def _mixed(inputs: _Unified, g: int, members: slice) -> Tensor:
+    """`(b, h, n, n)` α_h + D_h I for a block of heads of group g."""
+    alpha = ssd_hidden_attention(inputs.delta[:, members], inputs.A[members], inputs.B[:, g : g + 1],
+                                 inputs.C[:, g : g + 1], heads="none", mask=inputs.prefix)
+    n = alpha.shape[-1]
+    return alpha + inputs.skip[members, None, None] * torch.eye(n, dtype=alpha.dtype, device=alpha.device)
+
+
+def _uncompact(x: Tensor, order: Tensor, *, pairs: bool = True) -> Tensor:
+    """Undo gathering the token dimensions by `order (B, n)`: the last two of `(B, ..., n, n)` (`pairs`) or the last."""
+    shape = (x.shape[0], *([1] * (x.ndim - 2)), x.shape[-1])
+    out = torch.zeros_like(x).scatter_(-1, order.view(shape).expand_as(x), x)
+    if not pairs:
+        return out
+    rows = order.view(x.shape[0], *([1] * (x.ndim - 3)), x.shape[-1], 1).expand_as(x)
+    return torch.zeros_like(x).scatter_(-2, rows, out)
 
 
 def ssd_unified_attention(
@@ -163,11 +233,11 @@ def ssd_unified_attention(
     A: Tensor,
     B: Tensor,
     C: Tensor,
-    D: Tensor,
-    conv_weight: Tensor,
-    pre_activation: Tensor,
-    gate_scale: Tensor,
     *,
+    skip: Tensor,
+    conv_weight: Tensor,
+    conv_preactivation: Tensor,
+    gate_scale: Tensor,
     channels: str = "mean",
     mask: Tensor | None = None,
 ) -> Tensor:
@@ -181,15 +251,15 @@ def ssd_unified_attention(
     layer's actual scan output y: the norm is exactly this diagonal for the given input (it is
     not linear in x; Ω is the operator the input's own norm applies). B and C also pass the
     convolution and SiLU: they are part of the data-controlled α, not of the map on x. A
-    convolution bias adds the x-independent ``β = diag(g)(α + D I)σ(v)·b``: the `out_proj` input
-    is ``Ω x + β``.
+    convolution bias adds the x-independent β of :func:`ssd_unified_attention_bias`: the
+    `out_proj` input is ``Ω x + β``.
 
     Args:
         delta, A, B, C: as in :func:`ssd_hidden_attention` (`(B, H, n)`, `(H,)`, `(B, G, N, n)` twice).
-        D: `(H,)` skip weight per head.
+        skip: `(H,)` the skip weight D per head.
         conv_weight: `(H·P, K)` depthwise causal-convolution taps of the x channels
             (``v_d[r] = Σ_j w_d[j] x_d[r-K+1+j] + b_d``).
-        pre_activation: `(B, H·P, n)` v, the convolution's output before the SiLU.
+        conv_preactivation: `(B, H·P, n)` v, the convolution's output before the SiLU (bias included).
         gate_scale: `(B, H·P, n)` g, the data-dependent output diagonal (see above; ``SiLU(z)``
             for a plain gate).
         channels: ``"mean"`` averages Ω over the H·P channels, ``"abs_mean"`` averages |Ω_d|,
@@ -207,71 +277,85 @@ def ssd_unified_attention(
 
     Example:
         >>> one = torch.ones(1, 1, 2)
-        >>> ssd_unified_attention(one, torch.tensor([0.0]), one[None], one[None], torch.tensor([0.0]),
-        ...                       torch.tensor([[0.0, 1.0]]), torch.full((1, 1, 2), 50.0), one)
+        >>> ssd_unified_attention(one, torch.tensor([0.0]), one[None], one[None], skip=torch.tensor([0.0]),
+        ...                       conv_weight=torch.tensor([[0.0, 1.0]]), conv_preactivation=one * 50,
+        ...                       gate_scale=one)
         tensor([[[1., 0.],
                  [1., 1.]]])
     """
-    batch, heads_count, n, _, _ = _ssd_check(delta, A, B, C)
-    for value, name in ((D, "D"), (conv_weight, "conv_weight"), (pre_activation, "pre_activation"),
-                        (gate_scale, "gate_scale")):
-        _check_floating(value, name)
-    _check_ndim(D, "D", (1,), "(H,)")
-    _check_ndim(pre_activation, "pre_activation", (3,), "(B, H·P, n)")
-    _check_ndim(conv_weight, "conv_weight", (2,), "(H·P, K)")
-    width = pre_activation.shape[1]
-    if D.shape[0] != heads_count:
-        raise ArgumentError(f"Expected `D` to have shape (H,) = ({heads_count},), but got {tuple(D.shape)}.", "D")
-    if pre_activation.shape[0] != batch or pre_activation.shape[2] != n or width == 0 or width % heads_count:
-        raise ArgumentError(f"Expected `pre_activation` to have shape (B, H·P, n) with B = {batch}, n = {n} and H·P "
-                            f"a positive multiple of H = {heads_count}, but got {tuple(pre_activation.shape)}.",
-                            "pre_activation")
-    if tuple(gate_scale.shape) != tuple(pre_activation.shape):
-        raise ArgumentError(f"Expected `gate_scale` to have the shape of `pre_activation`, "
-                            f"{tuple(pre_activation.shape)}, but got {tuple(gate_scale.shape)}.", "gate_scale")
-    if conv_weight.shape[0] != width or conv_weight.shape[1] == 0:
-        raise ArgumentError(f"Expected `conv_weight` to have shape (H·P, K) with H·P = {width} and K ≥ 1, but got "
-                            f"{tuple(conv_weight.shape)}.", "conv_weight")
+    tensors = {"skip": skip, "conv_weight": conv_weight, "conv_preactivation": conv_preactivation,
+               "gate_scale": gate_scale}
+    inputs, _ = _unified_check(delta, A, B, C, tensors, mask)
     _check_choice(channels, "channels", _HEAD_MODES)
-    mask = _check_mask(mask, "mask", batch, n, delta.device)
-    out_dtype = delta.dtype
-    work = torch.promote_types(torch.promote_types(delta.dtype, A.dtype), torch.float32)
-    groups = B.shape[1]
-    head_dim, kernel, per_group = width // heads_count, conv_weight.shape[1], heads_count // groups
-
-    # padding removed: valid tokens first, so the convolution's shifts never cross padding
-    order, prefix = _compaction(mask)
-    zero = torch.zeros((), dtype=work, device=delta.device)
-    delta, pre_activation, gate_scale = (x.gather(-1, order[:, None].expand_as(x)).to(work)
-                                         for x in (delta, pre_activation, gate_scale))
-    B, C = (x.gather(-1, order[:, None, None].expand_as(x)) for x in (B, C))
-    # select before the sigmoid: NaN in padding must not reach the gradients (0 · σ'(NaN) = NaN)
-    sigma = torch.where(prefix[:, None], torch.sigmoid(torch.where(prefix[:, None], pre_activation, zero)), zero)
-    sigma = sigma.view(batch, heads_count, head_dim, n)
-    gate_scale = torch.where(prefix[:, None], gate_scale, zero).view(batch, heads_count, head_dim, n)
-    taps = conv_weight.to(work).flip(-1).view(heads_count, head_dim, kernel)  # taps[..., k] weighs x[r - k]
-    skip = D.to(work)[:, None, None] * torch.eye(n, dtype=work, device=delta.device)  # (H, n, n)
-
+    batch, heads_count, head_dim, n = inputs.sigma.shape
+    taps = conv_weight.to(inputs.delta.dtype).flip(-1).view(heads_count, head_dim, -1)  # taps[..., k] weighs x[r-k]
     per_head = batch * n * n * (2 if channels == "mean" else 2 * head_dim)
-    block = max(1, min(per_group, _BLOCK_ELEMENTS // per_head))
+    block = max(1, _BLOCK_ELEMENTS // per_head)
     total, parts = None, []
-    for g in range(groups):
-        for start in range(g * per_group, (g + 1) * per_group, block):
-            members = slice(start, min(start + block, (g + 1) * per_group))
-            alpha = ssd_hidden_attention(delta[:, members], A[members].to(work), B[:, g : g + 1], C[:, g : g + 1],
-                                         heads="none", mask=prefix)
-            mixed = alpha + skip[members]  # (b, h, n, n): α_h + D_h I
-            if channels == "mean":
-                reduced = _channel_sum(mixed, gate_scale[:, members], taps[members], sigma[:, members])
-            else:
-                omega = _per_channel(mixed, gate_scale[:, members], taps[members], sigma[:, members])
-                if channels == "none":
-                    parts.append(omega.flatten(1, 2))
-                    continue
-                reduced = omega.abs().sum(dim=(1, 2))
-            total = reduced if total is None else total + reduced
-    result = torch.cat(parts, dim=1) if channels == "none" else total / width
-    return _uncompact(_apply_mask(result, prefix), order).to(out_dtype)
+    for g, members in _head_blocks(heads_count, B.shape[1], block):
+        mixed = _mixed(inputs, g, members)
+        gate, sigma = inputs.gate_scale[:, members], inputs.sigma[:, members]
+        if channels == "mean":
+            reduced = _channel_sum(mixed, gate, taps[members], sigma)
+        else:
+            omega = _per_channel(mixed, gate, taps[members], sigma)
+            if channels == "none":
+                parts.append(omega.flatten(1, 2))
+                continue
+            reduced = omega.abs().sum(dim=(1, 2))
+        total = reduced if total is None else total + reduced
+    result = torch.cat(parts, dim=1) if channels == "none" else total / (heads_count * head_dim)
+    return _uncompact(_apply_mask(result, inputs.prefix), inputs.order).to(delta.dtype)
+
+
+def ssd_unified_attention_bias(
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    *,
+    skip: Tensor,
+    conv_preactivation: Tensor,
+    conv_bias: Tensor | None,
+    gate_scale: Tensor,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """The convolution bias's share β of a Mamba-2 mixer's `out_proj` input, next to Ω.
+
+    Zimerman, Ali & Wolf 2025 (ICLR), the unified form with a bias b:
+    ``o_d = Ω_d x_d + β_d``, ``β_d[r] = g_d[r] · Σ_c (α_h + D_h I)[r, c] · σ(v_d[c]) · b_d``.
+
+    Args:
+        delta, A, B, C, skip, conv_preactivation, gate_scale, mask: as in :func:`ssd_unified_attention`.
+        conv_bias: `(H·P,)` the x channels' convolution bias, or None (then β = 0).
+
+    Returns:
+        `(B, H·P, n)` β, 0 on padding, in `delta`'s dtype.
+
+    Raises:
+        ValueError: on inconsistent shapes or the values :func:`ssd_hidden_attention` rejects.
+        TypeError: on non-floating inputs.
+
+    Example:
+        >>> one = torch.ones(1, 1, 2)
+        >>> ssd_unified_attention_bias(one, torch.tensor([0.0]), one[None], one[None], skip=torch.tensor([0.0]),
+        ...                            conv_preactivation=one * 50, conv_bias=torch.tensor([2.0]), gate_scale=one)
+        tensor([[[2., 4.]]])
+    """
+    tensors = {"skip": skip, "conv_preactivation": conv_preactivation, "gate_scale": gate_scale,
+               "conv_bias": conv_bias}
+    inputs, _ = _unified_check(delta, A, B, C, tensors, mask)
+    batch, heads_count, head_dim, n = inputs.sigma.shape
+    if conv_bias is None:
+        return torch.zeros(batch, heads_count * head_dim, n, dtype=delta.dtype, device=delta.device)
+    drive = inputs.sigma * conv_bias.to(inputs.sigma.dtype).view(1, heads_count, head_dim, 1)  # σ(v)·b
+    block = max(1, _BLOCK_ELEMENTS // (batch * n * n))
+    parts = []
+    for g, members in _head_blocks(heads_count, B.shape[1], block):
+        mixed = _mixed(inputs, g, members)
+        parts.append(torch.einsum("bhrc,bhpc->bhpr", mixed, drive[:, members]) * inputs.gate_scale[:, members])
+    beta = torch.cat(parts, dim=1).flatten(1, 2)  # (b, H·P, n) in compacted positions
+    return _uncompact(beta, inputs.order, pairs=False).to(delta.dtype)
 
 
 def _channel_sum(mixed: Tensor, gate: Tensor, taps: Tensor, sigma: Tensor) -> Tensor:

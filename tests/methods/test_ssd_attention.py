@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnlens.methods.ssd_attention import ssd_hidden_attention, ssd_unified_attention
+from attnlens.methods.ssd_attention import ssd_hidden_attention, ssd_unified_attention, ssd_unified_attention_bias
 
 torch.set_num_threads(1)
 ATOL = 1e-10
@@ -83,6 +83,19 @@ def _inputs(batch=2, heads=4, groups=2, states=3, n=7, seed=0, head_dim=2, kerne
     return delta, A, B, C, D, weight, v, gate
 
 
+def _unified(args, **options):
+    """ssd_unified_attention on the tuple of `_inputs` (delta, A, B, C, D, weight, v, gate)."""
+    delta, A, B, C, D, weight, v, gate = args
+    return ssd_unified_attention(delta, A, B, C, skip=D, conv_weight=weight, conv_preactivation=v, gate_scale=gate,
+                                 **options)
+
+
+def _bias(args, bias, **options):
+    delta, A, B, C, D, _, v, gate = args
+    return ssd_unified_attention_bias(delta, A, B, C, skip=D, conv_preactivation=v, conv_bias=bias, gate_scale=gate,
+                                      **options)
+
+
 def _reduce(x, mode):
     return {"mean": x.mean(1), "abs_mean": x.abs().mean(1), "none": x}[mode]
 
@@ -102,7 +115,7 @@ def test_matches_loop_reference(groups, heads, n):
 def test_unified_matches_dense_loop_reference(groups, channels, n, kernel):
     args = _inputs(groups=groups, n=n, kernel=kernel)
     expected = _reduce(_reference_unified(*args), channels)
-    torch.testing.assert_close(ssd_unified_attention(*args, channels=channels), expected, atol=ATOL, rtol=0)
+    torch.testing.assert_close(_unified(args, channels=channels), expected, atol=ATOL, rtol=0)
 
 
 @settings(max_examples=20, deadline=None)
@@ -113,7 +126,7 @@ def test_property_both_forms_match_references(heads, states, n, head_dim, kernel
                    kernel=kernel)
     torch.testing.assert_close(ssd_hidden_attention(*args[:4], heads="none"), _reference_alpha(*args[:4]),
                                atol=ATOL, rtol=0)
-    torch.testing.assert_close(ssd_unified_attention(*args, channels="none"), _reference_unified(*args),
+    torch.testing.assert_close(_unified(args, channels="none"), _reference_unified(*args),
                                atol=ATOL, rtol=0)
 
 
@@ -136,19 +149,23 @@ def test_unified_form_reproduces_conv_silu_scan_and_gate(groups):
     bias = torch.randn(weight.shape[0], generator=g, dtype=torch.float64)
     v = torch.nn.functional.conv1d(x, weight[:, None], bias, padding=3, groups=weight.shape[0])[..., :8]
     out = gate * _scan(delta, A, B, C, D, torch.nn.functional.silu(v))
-    omega = ssd_unified_attention(delta, A, B, C, D, weight, v, gate, channels="none")
+    omega = _unified((delta, A, B, C, D, weight, v, gate), channels="none")
     alpha = ssd_hidden_attention(delta, A, B, C, heads="none").repeat_interleave(x.shape[1] // 4, dim=1)
     mixed = alpha + D.repeat_interleave(x.shape[1] // 4)[None, :, None, None] * torch.eye(8, dtype=torch.float64)
     beta = gate * torch.einsum("bdrc,bdc->bdr", mixed, torch.sigmoid(v) * bias[None, :, None])
     torch.testing.assert_close(torch.einsum("bdrc,bdc->bdr", omega, x) + beta, out, atol=ATOL, rtol=0)
     assert beta.abs().max() > 1e-3  # the bias term is really there
+    got = ssd_unified_attention_bias(delta, A, B, C, skip=D, conv_preactivation=v, conv_bias=bias, gate_scale=gate)
+    torch.testing.assert_close(got, beta, atol=ATOL, rtol=0)
+    none = ssd_unified_attention_bias(delta, A, B, C, skip=D, conv_preactivation=v, conv_bias=None, gate_scale=gate)
+    assert (none == 0).all() and none.shape == v.shape
 
 
 @pytest.mark.parametrize("form", ["scan", "unified"])
 def test_causal(form):
     args = list(_inputs(n=8))
     call = (lambda a: ssd_hidden_attention(*a[:4], heads="none")) if form == "scan" else (
-        lambda a: ssd_unified_attention(*a, channels="none"))
+        lambda a: _unified(a, channels="none"))
     before = call(args)
     assert (before.triu(1) == 0).all()
     changed = [x.clone() for x in args]
@@ -189,16 +206,20 @@ def test_padding_invariance(layout, mode):
     lengths, n = [6, 3], 9
     padded, mask = _pad(args, lengths, n, layout)
     scan = ssd_hidden_attention(*padded[:4], heads=mode, mask=mask)
-    unified = ssd_unified_attention(*padded, channels=mode, mask=mask)
+    unified = _unified(padded, channels=mode, mask=mask)
+    bias = torch.linspace(-1, 1, args[5].shape[0], dtype=torch.float64)
+    beta = _bias(padded, bias, mask=mask)
     for b, length in enumerate(lengths):
         alone = [x[b : b + 1, ..., :length] if x.ndim >= 3 else x for x in args]
         valid = mask[b]
         torch.testing.assert_close(scan[b][..., valid, :][..., valid],
                                    ssd_hidden_attention(*alone[:4], heads=mode)[0], atol=ATOL, rtol=0)
         torch.testing.assert_close(unified[b][..., valid, :][..., valid],
-                                   ssd_unified_attention(*alone, channels=mode)[0], atol=ATOL, rtol=0)
+                                   _unified(alone, channels=mode)[0], atol=ATOL, rtol=0)
         for result in (scan[b], unified[b]):
             assert (result[..., ~valid, :] == 0).all() and (result[..., ~valid] == 0).all()
+        torch.testing.assert_close(beta[b][:, valid], _bias(alone, bias)[0], atol=ATOL, rtol=0)
+        assert (beta[b][:, ~valid] == 0).all()
 
 
 def test_float32_keeps_dtype_and_agrees_with_float64():
@@ -208,17 +229,17 @@ def test_float32_keeps_dtype_and_agrees_with_float64():
         got = ssd_hidden_attention(*single[:4], heads=mode)
         assert got.dtype == torch.float32
         torch.testing.assert_close(got.double(), ssd_hidden_attention(*args[:4], heads=mode), atol=1e-5, rtol=1e-5)
-        got = ssd_unified_attention(*single, channels=mode)
+        got = _unified(single, channels=mode)
         assert got.dtype == torch.float32
-        torch.testing.assert_close(got.double(), ssd_unified_attention(*args, channels=mode), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got.double(), _unified(args, channels=mode), atol=1e-5, rtol=1e-5)
 
 
 def test_heads_of_a_block_do_not_change_the_unified_result(monkeypatch):
     args = _inputs(heads=4, groups=1, n=7)
-    expected = {mode: ssd_unified_attention(*args, channels=mode) for mode in HEAD_MODES}
+    expected = {mode: _unified(args, channels=mode) for mode in HEAD_MODES}
     monkeypatch.setattr("attnlens.methods.ssd_attention._BLOCK_ELEMENTS", 1)  # one head per block
     for mode in HEAD_MODES:
-        torch.testing.assert_close(ssd_unified_attention(*args, channels=mode), expected[mode], atol=ATOL, rtol=0)
+        torch.testing.assert_close(_unified(args, channels=mode), expected[mode], atol=ATOL, rtol=0)
 
 
 def test_gradcheck_both_forms():
@@ -226,8 +247,8 @@ def test_gradcheck_both_forms():
     mask = torch.tensor([[False, True, True, True]])
     leaves = [x.clone().requires_grad_(True) for x in args]
     assert torch.autograd.gradcheck(lambda *a: ssd_hidden_attention(*a, heads="none", mask=mask), leaves[:4])
-    assert torch.autograd.gradcheck(lambda *a: ssd_unified_attention(*a, channels="mean", mask=mask), leaves)
-    out = ssd_unified_attention(*leaves, channels="abs_mean").sum() + ssd_hidden_attention(*leaves[:4]).sum()
+    assert torch.autograd.gradcheck(lambda *a: _unified(a, channels="mean", mask=mask), leaves)
+    out = _unified(leaves, channels="abs_mean").sum() + ssd_hidden_attention(*leaves[:4]).sum()
     grads = torch.autograd.grad(out, leaves)
     assert all(torch.isfinite(grad).all() for grad in grads)
 
@@ -236,7 +257,7 @@ def test_nan_in_padding_gives_finite_gradients():
     args = _inputs(n=5)
     padded, mask = _pad(args, [5, 2], 6, "left")
     leaves = [x.clone().requires_grad_(True) for x in padded]
-    out = ssd_unified_attention(*leaves, mask=mask).sum() + ssd_hidden_attention(*leaves[:4], mask=mask).sum()
+    out = _unified(leaves, mask=mask).sum() + ssd_hidden_attention(*leaves[:4], mask=mask).sum()
     for grad in torch.autograd.grad(out, leaves):
         assert torch.isfinite(grad).all()
 
@@ -247,7 +268,7 @@ BAD = [
     (lambda a: a.__setitem__(2, a[2][..., :5]), ValueError,
      r"Expected `B` to have shape \(B, G, N, n\) with B = 2, n = 7 and G, N ≥ 1, but got \(2, 2, 3, 5\)"),
     (lambda a: a.__setitem__(3, a[3][:, :, :2]), ValueError, r"Expected `C` to have the shape of `B`"),
-    (lambda a: (a.__setitem__(2, a[2][:, :1].expand(-1, 3, -1, -1)), a.__setitem__(3, a[3][:, :1].expand(-1, 3, -1, -1))),
+    (lambda a: [a.__setitem__(i, a[i][:, :1].expand(-1, 3, -1, -1)) for i in (2, 3)],
      ValueError, r"Expected the number of heads H = 4 to be a multiple of the number of groups G = 3"),
     (lambda a: a.__setitem__(1, -a[1]), ValueError, r"Expected `A` to be non-positive"),
     (lambda a: a.__setitem__(0, -a[0]), ValueError, r"Expected `delta` to be non-negative"),
@@ -262,7 +283,7 @@ def test_rejects_bad_inputs(change, error, message):
     with pytest.raises(error, match=message):
         ssd_hidden_attention(*args[:4])
     with pytest.raises(error, match=message):
-        ssd_unified_attention(*args)
+        _unified(args)
 
 
 def test_rejects_bad_options_and_unified_shapes():
@@ -270,20 +291,23 @@ def test_rejects_bad_options_and_unified_shapes():
     with pytest.raises(ValueError, match=r"Expected `heads` to be one of 'mean', 'abs_mean', 'none', but got 'sum'"):
         ssd_hidden_attention(*args[:4], heads="sum")
     with pytest.raises(ValueError, match=r"Expected `channels` to be one of 'mean', 'abs_mean', 'none'"):
-        ssd_unified_attention(*args, channels="max")
+        _unified(args, channels="max")
     with pytest.raises(ValueError, match=r"Expected `mask` to have shape \(B, n\) = \(2, 7\), but got \(2, 6\)"):
         ssd_hidden_attention(*args[:4], mask=torch.ones(2, 6, dtype=torch.bool))
     cases = [
-        (4, args[4][:2], r"Expected `D` to have shape \(H,\) = \(4,\), but got \(2,\)"),
-        (5, args[5][:3], r"Expected `conv_weight` to have shape \(H·P, K\) with H·P = 8 and K ≥ 1, but got \(3, 3\)"),
-        (6, args[6][:, :7], r"Expected `pre_activation` to have shape \(B, H·P, n\) with B = 2, n = 7 and H·P a "
+        (4, args[4][:2], r"Expected `skip` to have shape \(H,\) = \(4,\), but got \(2,\)"),
+        (5, args[5][:3], r"Expected `conv_weight` to have shape \(H·P, K\) with H·P = 8 and K ≥ 1, but got "
+                         r"\(3, 3\)"),
+        (6, args[6][:, :7], r"Expected `conv_preactivation` to have shape \(B, H·P, n\) with B = 2, n = 7 and H·P a "
                             r"positive multiple of H = 4, but got \(2, 7, 7\)"),
-        (7, args[7][..., :6], r"Expected `gate_scale` to have the shape of `pre_activation`, \(2, 8, 7\), but got "
-                              r"\(2, 8, 6\)"),
+        (7, args[7][..., :6], r"Expected `gate_scale` to have the shape of `conv_preactivation`, \(2, 8, 7\), but "
+                              r"got \(2, 8, 6\)"),
         (5, args[5][:, 0], r"Expected `conv_weight` to have shape \(H·P, K\), but got \(8,\)"),
     ]
+    with pytest.raises(ValueError, match=r"Expected `conv_bias` to have shape \(H·P,\) with H·P = 8, but got \(7,\)"):
+        _bias(args, torch.zeros(7, dtype=torch.float64))
     for index, value, message in cases:
         bad = list(args)
         bad[index] = value
         with pytest.raises(ValueError, match=message):
-            ssd_unified_attention(*bad)
+            _unified(bad)
