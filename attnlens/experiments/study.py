@@ -100,6 +100,9 @@ class StudyOptions:
     report: bool = field(default=False, metadata=option(
         "also write report.html: one self-contained page with the per-layer plot, the tables and every example's "
         "last-layer ρ per method, sortable and searchable"))
+    report_examples: int = field(default=200, metadata=option(
+        "with --report: token heatmaps of every method for the first N examples (re-traced after the study; "
+        "0: none)", metavar="N"))
     distances: bool = field(default=False, metadata=option(
         "instead of the study, write the distribution of the distances selective rollout thresholds (consecutive "
         "layers, Frobenius and per token) and the thresholds that skip 25/50/75 % of layers: distances.md, .csv, "
@@ -189,6 +192,7 @@ def validate_study(config: StudyOptions) -> list[MethodVariant]:
     _check_integer(config.limit, "limit", low=1, allow_none=True, description="a positive integer")
     _check_integer(config.max_tokens, "max_tokens", low=2, allow_none=True, description="an integer of at least 2")
     _check_integer(config.seed, "seed")
+    _check_integer(config.report_examples, "report_examples", low=0, description="a non-negative integer")
     from attnlens.experiments.layer_distances import parse_auto_threshold  # noqa: PLC0415
 
     # auto:Q thresholds are resolved once the model is loaded (_prepare); here they are only checked.
@@ -249,7 +253,7 @@ def _rerun_config(config: StudyOptions, model: str) -> dict:
 
 
 # How a run is carried out, not what it measures.
-_PROCESS_OPTIONS = ("out", "shard", "resume", "keep_shards", "distances")
+_PROCESS_OPTIONS = ("out", "shard", "resume", "keep_shards", "distances", "report", "report_examples")
 _NOT_IN_SHARDS = ("device", "batch_size", "seed")  # shards scored with any of these merge (seed is the summary's)
 
 
@@ -470,9 +474,14 @@ def run_and_write_study(config: StudyOptions, *, progress: ProgressFn | None = N
     result = merge_study_shards([folder], out=out, seed=config.seed, device=config.device,
                                 keep_shards=config.keep_shards)
     if config.report:
+        from attnlens.experiments.study_heatmaps import study_heatmaps  # noqa: PLC0415
         from attnlens.experiments.writers import write_study_report  # noqa: PLC0415
 
-        write_study_report(result.summary, result.out)
+        drawn = examples[: config.report_examples]
+        heatmaps = study_heatmaps(adapter, drawn, methods, reduce=config.reduce, saliency=config.saliency,
+                                  saliency_at=config.saliency_at, target=config.target,
+                                  batch_size=config.batch_size)
+        write_study_report(result.summary, result.out, heatmaps=heatmaps)
     return result
 
 

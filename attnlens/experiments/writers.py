@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from attnlens.experiments.outputs import write_atomically, write_csv, write_json
@@ -79,10 +80,19 @@ def write_layers_png(summary: StudySummary, folder: Path) -> None:
                       ylabel=f"median Spearman ρ with {reference}")
 
 
-def write_study_report(summary: StudySummary, folder: str | Path) -> Path:
+def write_study_report(summary: StudySummary, folder: str | Path, *, heatmaps: Mapping[str, dict] | None = None,
+                       ) -> Path:
     """``report.html`` beside a study's outputs: the per-layer plot, the tables, and per example the
-    last-layer ρ of every method, sortable by each method's ρ and by the disagreement between methods
-    (their spread), with a search box (:mod:`attnlens.viz.report`). Written atomically.
+    last-layer ρ of every method, sortable by each method's ρ, by the disagreement between methods
+    (their spread) and by the model's confidence, with a search box (:mod:`attnlens.viz.report`).
+    Written atomically.
+
+    Args:
+        summary: the study's summary.
+        folder: its output folder.
+        heatmaps: per example id, token heatmaps of every method side by side (what
+            :func:`attnlens.experiments.study_heatmaps.study_heatmaps` returns); examples without
+            one are listed with their ρ only.
     """
     import math  # noqa: PLC0415
 
@@ -94,7 +104,9 @@ def write_study_report(summary: StudySummary, folder: str | Path) -> Path:
     head, rows = study_rows(summary.method_dicts())
     layers = summary.num_layers
     names = [entry.name for entry in summary.methods]
-    sort_keys = [("disagreement", "disagreement between methods (spread of ρ)")] + [
+    heatmaps = dict(heatmaps or {})
+    sort_keys = ([("confidence", "model confidence (high first)"), ("+confidence", "model confidence (low first)")]
+                 if heatmaps else []) + [("disagreement", "disagreement between methods (spread of ρ)")] + [
         (f"rho-{slot}", f"last-layer ρ of {name}") for slot, name in enumerate(names)] + [
         (f"+rho-{slot}", f"last-layer ρ of {name} (low first)") for slot, name in enumerate(names)]
     examples = []
@@ -108,14 +120,19 @@ def write_study_report(summary: StudySummary, folder: str | Path) -> Path:
         values = ", ".join(f"{name} {v:.3f}" if v is not None and math.isfinite(v) else f"{name} –"
                            for name, v in zip(names, last))
         gold = "" if row.label < 0 else f", gold {row.label}"
-        examples.append({"text": row.text, "tokens": [], "special": [], "maps": {}, "keys": keys,
+        drawn = heatmaps.get(row.id, {"tokens": [], "special": [], "maps": {}, "confidence": math.nan})
+        keys["confidence"] = drawn["confidence"]
+        examples.append({"text": row.text, "tokens": drawn["tokens"], "special": drawn["special"],
+                         "maps": drawn["maps"], "keys": keys,
                          "meta": f"{row.id}: predicted {row.prediction}{gold}, {row.tokens} tokens; last-layer ρ: "
                                  f"{values}"})
+    drawn_note = (f"Token heatmaps (relevance after the last layer; gradient: the reference) for {len(heatmaps)} of "
+                  f"the {summary.n_examples} examples (--report-examples)." if heatmaps else "")
     plot = folder / "layers.png"
     images = [("Median Spearman ρ per layer (95 % interval shaded)", plot.read_bytes())] if plot.is_file() else []
     page = report_page(f"attnlens study: {summary.title}, {model_display_name(summary.model)}",
                        intro=f"{summary.n_examples} examples, accuracy {summary.accuracy:.4f}. Click a column header "
-                             "to sort.", tables=[("Median ρ per layer", head, rows)], images=images,
+                             f"to sort. {drawn_note}", tables=[("Median ρ per layer", head, rows)], images=images,
                        examples=examples, sort_keys=sort_keys)
     path = folder / "report.html"
     _write_atomic(path, page.encode("utf-8"))
