@@ -88,3 +88,30 @@ def test_study_report(tiny_bert_dir, tiny_sst2_dir, tmp_path):
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.count('class="example"') == 6 and "data:image/png;base64," in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+
+
+def test_study_report_heatmaps_in_headless_chromium(tiny_bert_dir, tiny_sst2_dir, tmp_path):
+    out = tmp_path / "study"
+    assert main(["--quiet", "study", "--model", str(tiny_bert_dir), "--data", str(tiny_sst2_dir), "--limit", "8",
+                 "--methods", "raw,rollout", "--report", "--out", str(out)]) == 0
+    driver = _driver()
+    try:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import Select
+
+        driver.set_window_size(1280, 1400)
+        driver.get((out / "report.html").as_uri())
+        assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
+        examples = driver.find_elements(By.CSS_SELECTOR, "#examples > .example")
+        assert len(examples) == 8
+        rows = examples[0].find_elements(By.CSS_SELECTOR, ".row .method")
+        assert [r.text for r in rows] == ["raw", "rollout", "gradient"]
+        assert examples[0].find_elements(By.CSS_SELECTOR, ".tok")  # the tokens are drawn
+        Select(driver.find_element(By.ID, "sort-by")).select_by_value("+confidence")
+        values = [float(e.get_attribute("data-confidence")) for e in
+                  driver.find_elements(By.CSS_SELECTOR, "#examples > .example")]
+        assert values == sorted(values)
+        driver.save_screenshot(str(tmp_path / "study-report.png"))
+        assert (tmp_path / "study-report.png").stat().st_size > 1000
+    finally:
+        driver.quit()
