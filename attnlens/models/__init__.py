@@ -16,6 +16,7 @@ from attnlens.models.base import Adapter
 from attnlens.models.hf_causal_text import CausalTextClassifierAdapter
 from attnlens.models.hf_hybrid import JambaAdapter
 from attnlens.models.hf_mamba import MambaAdapter, ScanInputs
+from attnlens.models.hf_mamba2 import Mamba2Adapter
 from attnlens.models.hf_mamba_classifier import MambaClassifierAdapter
 from attnlens.models.hf_text import TextClassifierAdapter, load_text_classifier
 from attnlens.models.hf_vit import ViTAdapter
@@ -24,6 +25,7 @@ from attnlens.models import _tiny  # noqa: F401, E402 - registers the tiny test_
 from attnlens.models import _tiny_hybrid  # noqa: F401, E402 - registers test_jamba
 from attnlens.models import _tiny_vision  # noqa: F401, E402 - registers test_vit and test_deit
 from attnlens.models import _tiny_mamba_classifier  # noqa: F401, E402 - registers test_mamba_classifier
+from attnlens.models import _tiny_mamba2  # noqa: F401, E402 - registers test_mamba2
 
 __all__ = [
     "SALIENCY_POSITIONS",
@@ -32,6 +34,7 @@ __all__ = [
     "CausalTextClassifierAdapter",
     "ExplainError",
     "JambaAdapter",
+    "Mamba2Adapter",
     "MambaAdapter",
     "MambaClassifierAdapter",
     "ScanInputs",
