@@ -27,6 +27,14 @@ at the last level entry by entry on the lower triangle only (``exp(A · (t_r −
 ≤ 0). Channels are processed in blocks sized for the CPU cache (all at once on a GPU), with
 scratch buffers reused across blocks. Half-precision inputs are computed in float32 and returned
 in their own dtype.
+
+Two forms. ``form="scan"`` (the default) is α alone, the map from the scan input u to the scan
+output. ``form="unified"`` (Zimerman, Ali & Wolf, ICLR 2025) is the whole Mamba-1 mixer from its
+conv input x to its gated output: ``Ω_d = diag(SiLU(z_d)) · (α_d + diag(D_d)) · diag(σ(v_d)) ·
+M_conv,d`` (:mod:`attnlens.methods.unified_attention`, computed by the same kernel with the
+convolution folded into per-channel keys, so the channel mean still never holds (D, n, n)).
+Falcon-Mamba is Mamba-1 with RMS-normalised B, C and Δ: give the normalised values and both
+forms are exact for it too.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from attnlens._checks import _check_choice, _check_floating, _check_mask, _check
 from attnlens.methods._common import _apply_mask
 
 _CHANNEL_MODES = ("mean", "none", "abs_mean")
+_FORMS = ("scan", "unified")
 _LEAF = 8  # chunk size of the last level (its diagonal blocks are computed entry by entry)
 _CPU_BLOCK_ELEMENTS = 2**20  # scaled key blocks per channel block: about 4 MiB in float32 (cache)
 _GPU_BLOCK_ELEMENTS = 2**26  # on a GPU: every channel at once for Vim-small
@@ -183,6 +192,26 @@ def _diagonal(
     return out.view(*out.shape[:-1], q, q)
 
 
+def _diagonal_keys(dt: Tensor, A: Tensor, keys: Tensor, queries: Tensor, per_channel: bool,
+                   work: _Workspace) -> Tensor:
+    """Entry by entry on whole q × q blocks, for keys and queries given per channel (no gathers).
+
+    Channels-first `dt (D, m, q)`, `keys, queries (D, N, m, q)` (keys holding their Δ) →
+    `(m, [D,] q, q)`: ``Σ_s queries[r] · exp(A (t_r − t_c)) · keys[c]`` for c ≤ r, 0 above.
+    """
+    channels, m, q = dt.shape
+    local = torch.cumsum(dt, dim=-1)
+    # (D, m, q, q): ≥ 0 on and below the diagonal; 0 above (exp gives 1 there, zeroed after the sum:
+    # exp of -inf or of an underflowing exponent is several times slower than of one in range)
+    gap = (local[..., :, None] - local[..., None, :]).clamp(min=0)
+    buffer = work("square", (channels, A.shape[1], m, q, q), dt)
+    terms = _decay_(torch.mul(A[:, :, None, None, None], gap[:, None], out=buffer))
+    terms = _mul_(_mul_(terms, keys[..., None, :]), queries[..., :, None])  # (D, N, m, q, q)
+    lower = torch.ones(q, q, dtype=torch.bool, device=dt.device).tril()
+    values = terms.sum(dim=1).transpose(0, 1) if per_channel else terms.sum(dim=(0, 1))  # (m, [D,] q, q)
+    return torch.where(lower, values, torch.zeros((), dtype=values.dtype, device=values.device))
+
+
 def _between_matrix(chunks: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """`(K, K, K)` weights W with Σ_m T_m W[i, j, m] = Σ_{j<m<i} T_m (a sum, so no cancellation)."""
     idx = torch.arange(chunks, device=device)
@@ -192,14 +221,18 @@ def _between_matrix(chunks: int, dtype: torch.dtype, device: torch.device) -> Te
 
 def _hidden_attention_block(
     dt: Tensor, logdt: Tensor | None, A: Tensor, B: Tensor, C: Tensor, sizes: list[int], per_channel: bool,
-    work: _Workspace, level: int = 0,
+    work: _Workspace, level: int = 0, delta_in_keys: bool = False,
 ) -> Tensor:
     """Channels-first `dt, logdt (D, b, L)`, `A (D, N)`, `B, C (N, b, L)` → lower-triangular `(b, [D,] L, L)`.
 
     `logdt` None (autograd): Δ_c multiplies the decay, so ∂/∂Δ_c is right where Δ_c = 0 too.
+    `B` and `C` may also be given per channel, `(D, N, b, L)`; with `delta_in_keys` the keys `B`
+    already hold their Δ_c (nothing multiplies them by Δ: the unified form's convolved keys).
     """
     channels, batch, length = dt.shape
     if not sizes or sizes[0] >= length:
+        if delta_in_keys:
+            return _diagonal_keys(dt, A, B, C, per_channel, work)
         return _diagonal(dt, logdt, A, B, C, per_channel, work)
     q, states = sizes[0], A.shape[1]
     chunks = length // q
@@ -209,13 +242,15 @@ def _hidden_attention_block(
     totals = local[..., -1]  # (D, b, K)
     a_col = A[:, :, None, None, None]
     left = _decay_(torch.mul(local[:, None], a_col, out=work(("left", level), shape, dt)))
-    left = _mul_(left, C.view(1, states, batch, chunks, q))  # G
-    if logdt is None:
+    left = _mul_(left, C.view(-1, states, batch, chunks, q))  # G
+    if delta_in_keys:
+        right = _decay_(torch.mul(a_col, (totals[..., None] - local)[:, None], out=work(("right", level), shape, dt)))
+    elif logdt is None:
         right = _decay_(a_col * (totals[..., None] - local)[:, None]) * dt_chunks[:, None]
     else:
         right = _decay_(torch.addcmul(logdt.view(channels, 1, batch, chunks, q), a_col,
                                       (totals[..., None] - local)[:, None], out=work(("right", level), shape, dt)))
-    right = _mul_(right, B.view(1, states, batch, chunks, q))  # R
+    right = _mul_(right, B.view(-1, states, batch, chunks, q))  # R
     between = torch.einsum("dbm,ijm->dbij", totals, _between_matrix(chunks, dt.dtype, dt.device))
     scale = _decay_(between[:, None] * A[:, :, None, None, None])  # P (D, N, b, I, J)
     earlier = torch.ones(chunks, chunks, dtype=dt.dtype, device=dt.device).tril(-1)
@@ -250,12 +285,26 @@ def _hidden_attention_block(
     diagonal = _hidden_attention_block(
         dt_chunks.reshape(channels, batch * chunks, q),
         None if logdt is None else logdt.reshape(channels, batch * chunks, q), A,
-        B.reshape(states, batch * chunks, q), C.reshape(states, batch * chunks, q), sizes[1:], per_channel,
-        work, level + 1,
+        B.reshape(*B.shape[:-2], batch * chunks, q), C.reshape(*C.shape[:-2], batch * chunks, q), sizes[1:],
+        per_channel, work, level + 1, delta_in_keys,
     )
     diagonal = diagonal.view(batch, chunks, *diagonal.shape[1:])  # (b, K, [D,] q, q)
     torch.diagonal(out, dim1=-4, dim2=-2).copy_(diagonal.movedim(1, -1))
     return out.reshape(*out.shape[:-4], length, length)
+
+
+def _work_dtype(delta: Tensor, A: Tensor) -> torch.dtype:
+    """float32 for half precision, else the promoted floating dtype of the inputs."""
+    work_dtype = torch.promote_types(torch.promote_types(delta.dtype, A.dtype), torch.float32)
+    return torch.float32 if work_dtype == torch.bfloat16 else work_dtype
+
+
+def _default_channel_block(batch: int, states: int, length: int, sizes: list[int], device: torch.device) -> int:
+    """Channels per step so that the largest intermediate holds about the cache (CPU) or GPU budget."""
+    budget = _CPU_BLOCK_ELEMENTS if device.type == "cpu" else _GPU_BLOCK_ELEMENTS
+    chunks = length // sizes[0] if sizes else 1
+    per_channel_elements = batch * states * length * max(chunks, length if not sizes else 1)
+    return max(1, budget // per_channel_elements)
 
 
 def hidden_attention(
@@ -268,6 +317,11 @@ def hidden_attention(
     mask: Tensor | None = None,
     block_size: int | None = None,
     channel_block: int | None = None,
+    form: str = "scan",
+    gate: Tensor | None = None,
+    skip: Tensor | None = None,
+    conv_weight: Tensor | None = None,
+    conv_preactivation: Tensor | None = None,
 ) -> Tensor:
     """Hidden attention matrices of one selective state-space layer.
 
@@ -292,14 +346,26 @@ def hidden_attention(
             None picks a two-level schedule from n (e.g. chunks of 40, then 8, for n = 197).
         channel_block: channels per step (a memory knob); None picks it so that the largest
             intermediate holds about 2**20 elements on a CPU (cache-sized) and 2**26 on a GPU.
+        form: ``"scan"`` (α, the selective scan alone) or ``"unified"`` (Zimerman, Ali & Wolf,
+            ICLR 2025: the whole mixer from its conv input x to its gated output,
+            ``Ω_d = diag(SiLU(z_d)) · (α_d + diag(D_d)) · diag(σ(v_d)) · M_conv,d``; see
+            :mod:`attnlens.methods.unified_attention`). The channel reductions apply to Ω.
+        gate: ``form="unified"`` only: `(B, D, n)` gate input z (the `in_proj` z half, before its SiLU).
+        skip: ``form="unified"`` only: `(D,)` skip weights D.
+        conv_weight: ``form="unified"`` only: `(D, K)` causal depthwise conv taps (``conv1d.weight[:, 0]``).
+        conv_preactivation: ``form="unified"`` only: `(B, D, n)` conv output v before its SiLU
+            (bias included); σ(v) is the SiLU's diagonal. The conv bias's share of the output
+            is not in Ω: see :func:`attnlens.methods.unified_attention.unified_attention_bias`.
 
     Returns:
-        `(B, n, n)` (``"mean"``, ``"abs_mean"``) or `(B, D, n, n)` (``"none"``) hidden attention,
-        lower-triangular (α[r, c] = 0 for c > r), rows = queries, same dtype and device as `delta`.
+        `(B, n, n)` (``"mean"``, ``"abs_mean"``) or `(B, D, n, n)` (``"none"``) hidden attention
+        (α, or Ω for ``form="unified"``), lower-triangular (zero for c > r), rows = queries, same
+        dtype and device as `delta`.
 
     Raises:
         ValueError: on inconsistent shapes, non-finite or positive `A`, non-finite or negative
-            `delta` on valid tokens, a bad mask, or an unknown `channels`.
+            `delta` on valid tokens, a bad mask, an unknown `channels` or `form`, a missing or
+            badly shaped input of the unified form, or one given with ``form="scan"``.
         TypeError: on non-floating inputs.
 
     Example:
@@ -312,6 +378,7 @@ def hidden_attention(
         tensor([[[1.0000, 0.0000],
                  [0.3679, 1.0000]]])
     """
+    _check_choice(form, "form", _FORMS)
     _hidden_attention_check(delta, A, B, C, channels, block_size)
     batch, channels_count, n = delta.shape
     states = A.shape[1]
@@ -321,10 +388,19 @@ def hidden_attention(
         isinstance(channel_block, bool) or not isinstance(channel_block, int) or channel_block < 1
     ):
         raise ValueError(f"Expected `channel_block` to be a positive integer or None, but got {channel_block!r}.")
+    mixer = {"gate": gate, "skip": skip, "conv_weight": conv_weight, "conv_preactivation": conv_preactivation}
+    if form == "unified":
+        from attnlens.methods.unified_attention import _unified_attention_check, _unified_attention_compute
+
+        _unified_attention_check(delta, mask, **mixer)
+        return _unified_attention_compute(delta, A, B, C, **mixer, channels=channels, mask=mask,
+                                          block_size=block_size, channel_block=channel_block)
+    for name, value in mixer.items():
+        if value is not None:
+            raise ValueError(f"Expected `{name}` to be None with `form` 'scan' (it is an input of `form` 'unified'), "
+                             f"but got a {type(value).__name__}.")
     out_dtype = delta.dtype
-    work_dtype = torch.promote_types(torch.promote_types(delta.dtype, A.dtype), torch.float32)
-    if work_dtype == torch.bfloat16:
-        work_dtype = torch.float32
+    work_dtype = _work_dtype(delta, A)
     # select, not multiply: padding's values (even NaN) and its gradients stay out of the result
     valid = mask[:, None, :]
     zero = torch.zeros((), dtype=work_dtype, device=delta.device)
@@ -345,10 +421,7 @@ def hidden_attention(
     B_t, C_t = B.transpose(0, 1).contiguous(), C.transpose(0, 1).contiguous()
     per_channel = channels != "mean"
     if channel_block is None:
-        budget = _CPU_BLOCK_ELEMENTS if dt.device.type == "cpu" else _GPU_BLOCK_ELEMENTS
-        chunks = length // sizes[0] if sizes else 1
-        per_channel_elements = batch * states * length * max(chunks, length if not sizes else 1)
-        channel_block = max(1, budget // per_channel_elements)
+        channel_block = _default_channel_block(batch, states, length, sizes, dt.device)
 
     work = _Workspace(enabled=not needs_grad)
     total = None
