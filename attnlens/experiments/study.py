@@ -313,9 +313,15 @@ def _prepare(config: StudyOptions, adapter: Adapter | None, examples: Examples |
     if getattr(adapter, "task", "classification") != "classification":
         raise ArgumentError(f"Expected `model` to be a sequence classifier, but {model_name!r} is a "
                             f"{adapter.family!r} model ({getattr(adapter, 'task', '')}).", "model")
+    provides = set(getattr(adapter, "provides", ("attention",)))
+    for variant in methods:  # before any scoring: gae on a Mamba model, mamba_attr on BERT
+        if missing := sorted(variant.spec.needs - provides):
+            raise ArgumentError(f"Expected every entry of `methods` to be a method this model supports, but "
+                                f"{variant.spec.name!r} needs {', '.join(missing)}.", "methods")
     model_name = str(model_name or getattr(getattr(adapter.model, "config", None), "_name_or_path", "model"))
-    if config.max_tokens is not None and hasattr(adapter, "max_length"):
-        adapter.max_length = min(int(adapter.max_length), config.max_tokens)
+    if config.max_tokens is not None and hasattr(adapter, "max_length"):  # None: no limit (a Mamba classifier)
+        limit = adapter.max_length
+        adapter.max_length = config.max_tokens if limit is None else min(int(limit), config.max_tokens)
     examples = align_labels(examples, adapter)
     methods = _resolve_auto_thresholds(config, adapter, examples, model_name) or methods
     lengths = adapter.count_tokens(examples.texts)
@@ -511,8 +517,9 @@ def run_and_write_distances(config: StudyOptions, *, progress: ProgressFn | None
     examples = config.load_examples()
     model_name = resolve_sst2_model(config.model)
     adapter = load_adapter(model_name, device=config.device)
-    if config.max_tokens is not None and hasattr(adapter, "max_length"):
-        adapter.max_length = min(int(adapter.max_length), config.max_tokens)
+    if config.max_tokens is not None and hasattr(adapter, "max_length"):  # None: no limit (a Mamba classifier)
+        limit = adapter.max_length
+        adapter.max_length = config.max_tokens if limit is None else min(int(limit), config.max_tokens)
     distribution = measure_layer_distances(adapter, examples, batch_size=config.batch_size,
                                            head_fusion=config.head_fusion, model=model_name, progress=progress)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model_name).name or model_name).strip("-")
