@@ -43,6 +43,7 @@ from attnlens.methods.hidden_attention import hidden_attention
 
 _HEAD_MODES = ("mean", "abs_mean", "none")
 _BLOCK_ELEMENTS = 2**22  # elements of the largest per-block intermediate of the unified form
+_CHANNEL_ELEMENTS = 2**20  # Ω of this many elements at a time for ``"abs_mean"`` (about the CPU cache)
 
 
 def _ssd_check(delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[int, int, int, int, int]:
@@ -289,7 +290,7 @@ def ssd_unified_attention(
     _check_choice(channels, "channels", _HEAD_MODES)
     batch, heads_count, head_dim, n = inputs.sigma.shape
     taps = conv_weight.to(inputs.delta.dtype).flip(-1).view(heads_count, head_dim, -1)  # taps[..., k] weighs x[r-k]
-    per_head = batch * n * n * (2 if channels == "mean" else 2 * head_dim)
+    per_head = batch * n * n * (2 * head_dim if channels == "none" else 2)
     block = max(1, _BLOCK_ELEMENTS // per_head)
     total, parts = None, []
     for g, members in _head_blocks(heads_count, B.shape[1], block):
@@ -298,11 +299,10 @@ def ssd_unified_attention(
         if channels == "mean":
             reduced = _channel_sum(mixed, gate, taps[members], sigma)
         else:
-            omega = _per_channel(mixed, gate, taps[members], sigma)
             if channels == "none":
-                parts.append(omega.flatten(1, 2))
+                parts.append(_per_channel(mixed, gate, taps[members], sigma).flatten(1, 2))
                 continue
-            reduced = omega.abs().sum(dim=(1, 2))
+            reduced = _abs_channel_sum(mixed, gate, taps[members], sigma)
         total = reduced if total is None else total + reduced
     result = torch.cat(parts, dim=1) if channels == "none" else total / (heads_count * head_dim)
     return _uncompact(_apply_mask(result, inputs.prefix), inputs.order).to(delta.dtype)
@@ -373,7 +373,18 @@ def _per_channel(mixed: Tensor, gate: Tensor, taps: Tensor, sigma: Tensor) -> Te
     """Every channel's Ω `(b, h, P, n, n)` (same arguments as :func:`_channel_sum`)."""
     n = mixed.shape[-1]
     scaled = mixed[:, :, None] * sigma[..., None, :]  # (α_h + D_h I) diag(σ_hp)
-    out = torch.zeros_like(scaled)
-    for k in range(min(taps.shape[-1], n)):
-        out[..., : n - k] += scaled[..., k:] * taps[None, :, :, k, None, None]
-    return out * gate[..., None]
+    out = scaled * taps[None, :, :, 0, None, None]
+    for k in range(1, min(taps.shape[-1], n)):  # in place: no temporary of this size per tap
+        out[..., : n - k].addcmul_(scaled[..., k:], taps[None, :, :, k, None, None])
+    return out * gate[..., None] if out.requires_grad else out.mul_(gate[..., None])
+
+
+def _abs_channel_sum(mixed: Tensor, gate: Tensor, taps: Tensor, sigma: Tensor) -> Tensor:
+    """``Σ_{h,p} |Ω_hp|`` `(b, n, n)`, a few channels at a time (cache-sized blocks of :func:`_per_channel`)."""
+    batch, heads, head_dim, n = sigma.shape
+    step = max(1, _CHANNEL_ELEMENTS // (batch * heads * n * n))
+    total = mixed.new_zeros(batch, n, n)
+    for start in range(0, head_dim, step):
+        part = slice(start, min(start + step, head_dim))
+        total = total + _per_channel(mixed, gate[:, :, part], taps[:, part], sigma[:, :, part]).abs().sum(dim=(1, 2))
+    return total

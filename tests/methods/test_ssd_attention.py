@@ -234,10 +234,11 @@ def test_float32_keeps_dtype_and_agrees_with_float64():
         torch.testing.assert_close(got.double(), _unified(args, channels=mode), atol=1e-5, rtol=1e-5)
 
 
-def test_heads_of_a_block_do_not_change_the_unified_result(monkeypatch):
+def test_blocks_of_heads_and_channels_do_not_change_the_unified_result(monkeypatch):
     args = _inputs(heads=4, groups=1, n=7)
     expected = {mode: _unified(args, channels=mode) for mode in HEAD_MODES}
     monkeypatch.setattr("attnlens.methods.ssd_attention._BLOCK_ELEMENTS", 1)  # one head per block
+    monkeypatch.setattr("attnlens.methods.ssd_attention._CHANNEL_ELEMENTS", 1)  # one channel at a time
     for mode in HEAD_MODES:
         torch.testing.assert_close(_unified(args, channels=mode), expected[mode], atol=ATOL, rtol=0)
 
