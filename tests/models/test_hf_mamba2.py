@@ -272,3 +272,34 @@ def test_no_fallback_warnings_on_trace(capfd):
     adapter.trace(["the movie"])
     captured = capfd.readouterr()
     assert "falling back" not in captured.err + captured.out
+
+
+def test_time_step_limit_is_applied_like_the_model():
+    tokenizer = _tokenizer(_CAUSAL_SPECIALS, template=False)
+    adapter = Mamba2Adapter(tiny_mamba2_lm(len(tokenizer), n_groups=2), tokenizer)
+    for layer in adapter.model.backbone.layers:
+        layer.mixer.time_step_limit = (0.05, 0.3)
+    ids = _ids(adapter, TEXTS[0])
+    outputs = _mixer_outputs(adapter.model, ids)
+    for scan, layer, output in zip(adapter.scan_inputs(ids), adapter.model.backbone.layers, outputs):
+        assert scan.delta.min() >= 0.05 and scan.delta.max() <= 0.3
+        assert ((scan.delta == 0.05) | (scan.delta == 0.3)).any()  # the clamp is active
+        omega = ssd_unified_attention(scan.delta, scan.A, scan.B, scan.C, skip=scan.D, conv_weight=scan.conv_weight,
+                                      conv_preactivation=scan.pre_activation, gate_scale=scan.gate_scale,
+                                      channels="none")
+        beta = ssd_unified_attention_bias(scan.delta, scan.A, scan.B, scan.C, skip=scan.D,
+                                          conv_preactivation=scan.pre_activation, conv_bias=scan.conv_bias,
+                                          gate_scale=scan.gate_scale)
+        inner = torch.einsum("bdrc,bdc->bdr", omega, scan.x) + beta
+        torch.testing.assert_close(layer.mixer.out_proj(inner.transpose(1, 2)), output, atol=ATOL, rtol=0)
+
+
+def test_backbone_without_head_reads_out_through_the_input_embeddings():
+    tokenizer = _tokenizer(_CAUSAL_SPECIALS, template=False)
+    model = tiny_mamba2_lm(len(tokenizer))
+    adapter = Mamba2Adapter(model.backbone, tokenizer)
+    trace = adapter.trace(TEXTS[:2], form="unified")
+    with torch.no_grad():
+        hidden = model.backbone(_ids(adapter, TEXTS[1]), use_cache=False).last_hidden_state[0, -1]
+    torch.testing.assert_close(trace.logits[1], hidden @ model.backbone.embeddings.weight.T, atol=ATOL, rtol=0)
+    assert adapter.num_classes == len(tokenizer) and adapter.num_layers == 2
