@@ -137,6 +137,19 @@ class MambaClassifierAdapter(MambaAdapter):
             return [self.tokenizer.encode(text) for text in texts]
         return [self.tokenizer.encode(text, truncation=True, max_length=self.max_length) for text in texts]
 
+    def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        """`input_ids` and `attention_mask` `(B, n)` on the CPU, left-padded as ``trace(texts)`` lays them out.
+
+        For callers that run the model on a padded batch (captum references): the model zeroes the
+        mixer inputs at padding (`attention_mask`), so with no `in_proj` bias (the Mamba default) a
+        left-padded row gets the logits it gets alone.
+
+        Raises:
+            ExplainError: on no texts or a blank text.
+        """
+        input_ids, mask = self._left_padded(self._encode(texts))
+        return {"input_ids": input_ids, "attention_mask": mask.long()}
+
     # --- running the model --------------------------------------------------------------------
     def trace(
         self,
