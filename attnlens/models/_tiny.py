@@ -2,7 +2,8 @@
 
 Like timm's ``test_*`` models: 2 layers, 2 heads, hidden 32 (Mamba: 16, expanded to 32
 channels), a word-level tokenizer over a few sentiment words ([CLS] ... [SEP] for encoders),
-random weights from a fixed seed (the global random state is left untouched). Each factory
+random weights from a fixed seed (the global random state is left untouched). The ``mamba``
+family has two: ``test_mamba`` (Mamba-1) and ``test_falcon_mamba`` (Falcon-Mamba). Each factory
 returns a fresh adapter; ``create_tiny_adapter("test_bert")`` builds one.
 """
 
@@ -137,26 +138,53 @@ def _test_llama() -> Adapter:
                    bos_token_id=None, eos_token_id=None)
 
 
-def tiny_mamba_lm(vocab_size: int, *, seed: int = 0) -> torch.nn.Module:
-    """A seeded 2-layer `MambaForCausalLM` (hidden 16, 4 states) with Δ, A and D moved off their init."""
-    from transformers import MambaConfig, MambaForCausalLM  # noqa: PLC0415
-
-    config = MambaConfig(vocab_size=vocab_size, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2,
-                         time_step_rank=2, pad_token_id=0)
+def _tiny_ssm_lm(model_class: type, config: object, seed: int, conv_bias: bool = False) -> torch.nn.Module:
+    """`model_class(config)` seeded, with Δ, A and D (and with `conv_bias` the conv bias, zero at init)
+    moved off their init."""
 
     def build() -> torch.nn.Module:
-        model = MambaForCausalLM(config)
+        model = model_class(config)
         with torch.no_grad():
             for mixer in (layer.mixer for layer in model.backbone.layers):
                 mixer.dt_proj.bias.add_(torch.randn_like(mixer.dt_proj.bias))
                 mixer.A_log.add_(0.5 * torch.randn_like(mixer.A_log))
                 mixer.D.add_(0.5 * torch.randn_like(mixer.D))
+                if conv_bias and mixer.conv1d.bias is not None:
+                    mixer.conv1d.bias.add_(0.5 * torch.randn_like(mixer.conv1d.bias))
         return model
 
     return _seeded(build, seed)
+
+
+def tiny_mamba_lm(vocab_size: int, *, seed: int = 0, conv_bias: bool = False, **config: object) -> torch.nn.Module:
+    """A seeded 2-layer `MambaForCausalLM` (hidden 16, 4 states) with Δ, A and D moved off their init
+    (with `conv_bias` the conv bias too); `config` overrides `MambaConfig` fields (``use_conv_bias=False``)."""
+    from transformers import MambaConfig, MambaForCausalLM  # noqa: PLC0415
+
+    sizes = {"hidden_size": 16, "state_size": 4, "num_hidden_layers": 2, "expand": 2, "time_step_rank": 2,
+             "pad_token_id": 0, **config}
+    return _tiny_ssm_lm(MambaForCausalLM, MambaConfig(vocab_size=vocab_size, **sizes), seed, conv_bias)
+
+
+def tiny_falcon_mamba_lm(vocab_size: int, *, seed: int = 0, conv_bias: bool = True,
+                         **config: object) -> torch.nn.Module:
+    """A seeded 2-layer `FalconMambaForCausalLM` (hidden 16, 4 states: Mamba-1 with RMS-normalised B, C
+    and Δ) with Δ, A, D and (with `conv_bias`) the conv bias moved off their init; `config` overrides
+    `FalconMambaConfig` fields."""
+    from transformers import FalconMambaConfig, FalconMambaForCausalLM  # noqa: PLC0415
+
+    sizes = {"hidden_size": 16, "state_size": 4, "num_hidden_layers": 2, "expand": 2, "time_step_rank": 2,
+             "pad_token_id": 0, **config}
+    return _tiny_ssm_lm(FalconMambaForCausalLM, FalconMambaConfig(vocab_size=vocab_size, **sizes), seed, conv_bias)
 
 
 @register_tiny_variant("test_mamba", family="mamba")
 def _test_mamba() -> Adapter:
     tokenizer = _tokenizer(_CAUSAL_SPECIALS, template=False)
     return MambaAdapter(tiny_mamba_lm(len(tokenizer)), tokenizer)
+
+
+@register_tiny_variant("test_falcon_mamba", family="mamba")
+def _test_falcon_mamba() -> Adapter:
+    tokenizer = _tokenizer(_CAUSAL_SPECIALS, template=False)
+    return MambaAdapter(tiny_falcon_mamba_lm(len(tokenizer)), tokenizer)

@@ -1,4 +1,5 @@
-"""Adapter for Hugging Face Mamba language models (`MambaModel`, `MambaForCausalLM`).
+"""Adapter for Hugging Face Mamba-1 and Falcon-Mamba language models (`MambaForCausalLM`,
+`FalconMambaForCausalLM`, and their bare `...Model`).
 
 A Mamba layer has no softmax attention, but its selective scan is an attention layer in
 disguise (Ali, Zimerman & Wolf, "The Hidden Attention of Mamba Models", ACL 2025): per channel,
@@ -8,8 +9,21 @@ conv and SiLU) and Δ, B, C (from the `x_proj` output; Δ = softplus(dt_proj.wei
 dt_proj.bias), computed here because `dt_proj` is used by weight and its hook never fires), then
 builds the hidden attention of every layer.
 
+Two forms (``trace(..., form=...)``). ``"scan"`` (the default) is α, the scan alone (the map
+from u to the scan output before the gate). ``"unified"`` (Zimerman, Ali & Wolf, "Explaining
+Modern Gated-Linear RNNs via a Unified Implicit Attention Formulation", ICLR 2025) is the whole
+mixer from its conv input x (the `in_proj` x half) to its gated output (what enters `out_proj`):
+``Ω_d = diag(SiLU(z_d)) · (α_d + diag(D_d)) · diag(σ(v_d)) · M_conv,d`` with v = conv(x) + bias,
+so the gated output is ``Ω x + β`` (β: the conv bias's share,
+:func:`attnlens.methods.unified_attention.unified_attention_bias`). The capture records x, v and
+the conv weight and bias for it (:class:`ScanInputs`).
+
+Falcon-Mamba is Mamba-1 with weightless RMS norms on Δ's low-rank input, B and C inside the mixer
+(`dt_layernorm`, `b_layernorm`, `c_layernorm`, after `x_proj`); the adapter applies the mixer's
+own norm modules to the captured `x_proj` output, so Δ, B, C, and both forms, are exact for it.
+
 Normalisation. Hidden attention is signed and its rows do not sum to 1. `Trace.attentions`
-holds, per layer, ``norm_rows(|mean_d α_d|)`` over valid tokens (absolute value of the channel
+holds, per layer, ``norm_rows(|mean_d α_d|)`` (or ``norm_rows(|mean_d Ω_d|)``) over valid tokens (absolute value of the channel
 mean, each row divided by its sum, as Ali et al. do before rollout) as `(B, L, 1, n, n)`, so
 rollout, selective rollout, flow, diffusion and every view work unchanged. The raw signed channel
 mean is kept in ``trace.extras["hidden_attention"]`` `(B, L, n, n)`.
@@ -19,7 +33,8 @@ token, ``max_d (∂logit/∂h)⁺`` at the residual stream h entering the layer 
 released Mamba-Attr uses); ``trace.extras["hidden_attention_grad"]`` `(B, L, n, n)` is the
 gradient of the target logit with respect to the layer's hidden attention with its channels
 tied, ``Σ_d ∂logit/∂α_d[r, c] = Σ_d g_d[r] · u_d[c]`` with g the gradient at the scan output
-(before the gate), lower-triangular.
+(before the gate), lower-triangular; for the unified form ``Σ_d ∂logit/∂Ω_d[r, c] = Σ_d g_d[r] ·
+x_d[c]`` with g the gradient at the gated output.
 
 Padding. Mamba has no attention mask, so the adapter never pads inside the model: texts are run
 in groups of equal token length, and the results are left-padded into one batch (padding first,
@@ -54,20 +69,26 @@ from attnlens.trace import Trace
 
 _SALIENCIES = (*SALIENCY_REDUCTIONS, "none")  # "none": as None
 _CHANNEL_MODES = ("mean", "abs_mean")
+_FORMS = ("scan", "unified")
+_MODEL_TYPES = ("mamba", "falcon_mamba")  # Falcon-Mamba: Mamba-1 with RMS-normalised B, C and Δ in the mixer
 
 
 class ScanInputs(NamedTuple):
-    """What one Mamba layer's selective scan saw, for one batch.
+    """What one Mamba layer's selective scan (and the mixer around it) saw, for one batch.
 
     Attributes:
         u: `(B, D, n)` scan input (after conv and SiLU).
-        delta: `(B, D, n)` Δ after the softplus.
+        delta: `(B, D, n)` Δ after the softplus (Falcon-Mamba: of the RMS-normalised time step).
         A: `(D, N)` state matrix ``-exp(A_log)``.
-        B: `(B, N, n)` input matrix.
-        C: `(B, N, n)` output matrix.
+        B: `(B, N, n)` input matrix (Falcon-Mamba: RMS-normalised).
+        C: `(B, N, n)` output matrix (Falcon-Mamba: RMS-normalised).
         D: `(D,)` skip weights.
         gate: `(B, D, n)` gate input z (the output is ``(α·u + D·u) · silu(z)``).
         scan_output: `(B, n, D)` the gated scan output entering `out_proj` (in the autograd graph).
+        conv_input: `(B, D, n)` the conv input x (the `in_proj` x half), what the unified form explains.
+        conv_preactivation: `(B, D, n)` v = conv(x) + conv bias, before the SiLU (u = SiLU(v)).
+        conv_weight: `(D, K)` the causal depthwise conv taps (``conv1d.weight[:, 0]``).
+        conv_bias: `(D,)` the conv bias, or None.
     """
 
     u: Tensor
@@ -78,6 +99,10 @@ class ScanInputs(NamedTuple):
     D: Tensor
     gate: Tensor
     scan_output: Tensor
+    conv_input: Tensor | None = None
+    conv_preactivation: Tensor | None = None
+    conv_weight: Tensor | None = None
+    conv_bias: Tensor | None = None
 
 
 def _mixers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -99,7 +124,7 @@ def _capture_scans(model: torch.nn.Module) -> Iterator[list[dict[str, Tensor]]]:
     def hook(record: dict[str, Tensor], kind: str):
         def save(module, inputs, output):
             if kind == "in_proj":
-                record["gate"] = output.chunk(2, dim=-1)[1]
+                record["conv_input"], record["gate"] = output.chunk(2, dim=-1)
             elif kind == "x_proj":
                 record["u"], record["x_proj"] = inputs[0], output
             else:
@@ -128,10 +153,18 @@ def _capture_scans(model: torch.nn.Module) -> Iterator[list[dict[str, Tensor]]]:
 def _scan_inputs(mixer: torch.nn.Module, record: dict[str, Tensor]) -> ScanInputs:
     rank, states = mixer.time_step_rank, mixer.ssm_state_size
     time_step, B, C = torch.split(record["x_proj"], [rank, states, states], dim=-1)
+    if hasattr(mixer, "b_layernorm"):  # Falcon-Mamba: RMS norms on Δ's low-rank input, B and C (the mixer's own modules)
+        time_step, B, C = mixer.dt_layernorm(time_step), mixer.b_layernorm(B), mixer.c_layernorm(C)
     raw = time_step @ mixer.dt_proj.weight.T  # (b, n, D)
     if mixer.dt_proj.bias is not None:
         raw = raw + mixer.dt_proj.bias
     delta = F.softplus(raw.float()).transpose(1, 2)
+    conv = mixer.conv1d
+    conv_input = record["conv_input"].transpose(1, 2)  # (b, D, n)
+    n, taps = conv_input.shape[-1], conv.weight.shape[-1]
+    # the mixer's causal conv (causal_conv1d_fn's torch path): K-1 zeros in front, the first n outputs
+    preactivation = F.conv1d(conv_input.to(conv.weight.dtype), conv.weight, conv.bias, padding=taps - 1,
+                             groups=conv.weight.shape[0])[..., :n]
     return ScanInputs(
         u=record["u"].transpose(1, 2),
         delta=delta,
@@ -141,7 +174,20 @@ def _scan_inputs(mixer: torch.nn.Module, record: dict[str, Tensor]) -> ScanInput
         D=mixer.D,
         gate=record["gate"].transpose(1, 2),
         scan_output=record["scan_output"],
+        conv_input=conv_input,
+        conv_preactivation=preactivation,
+        conv_weight=conv.weight[:, 0],
+        conv_bias=conv.bias,
     )
+
+
+def _layer_attention(scan: ScanInputs, channels: str, form: str) -> Tensor:
+    """`(b, n, n)` one layer's hidden attention (``form="scan"``: α; ``"unified"``: Ω), reduced over channels."""
+    if form == "unified":
+        return hidden_attention(scan.delta, scan.A, scan.B.float(), scan.C.float(), channels=channels, form="unified",
+                                gate=scan.gate.float(), skip=scan.D.float(), conv_weight=scan.conv_weight.float(),
+                                conv_preactivation=scan.conv_preactivation.float())
+    return hidden_attention(scan.delta, scan.A, scan.B.float(), scan.C.float(), channels=channels)
 
 
 def _length_groups(rows: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -151,7 +197,7 @@ def _length_groups(rows: Sequence[Sequence[int]]) -> list[list[int]]:
 
 @register_adapter("mamba")
 class MambaAdapter(Adapter):
-    """Hidden-attention traces of a Hugging Face Mamba language model.
+    """Hidden-attention traces of a Hugging Face Mamba-1 or Falcon-Mamba language model.
 
     Args:
         model: a `MambaForCausalLM` (or a `MambaModel`, whose tied input embeddings then serve as
@@ -160,9 +206,9 @@ class MambaAdapter(Adapter):
         device: where the model runs.
 
     Example:
-        >>> from transformers import MambaConfig
-        >>> MambaAdapter.accepts(MambaConfig())
-        True
+        >>> from transformers import FalconMambaConfig, MambaConfig
+        >>> MambaAdapter.accepts(MambaConfig()), MambaAdapter.accepts(FalconMambaConfig())
+        (True, True)
     """
 
     task = "language_modeling"
@@ -175,18 +221,22 @@ class MambaAdapter(Adapter):
 
     @classmethod
     def accepts(cls, config: object) -> bool:
-        """Whether a Hugging Face `config` is a Mamba (v1) language model (a sequence classifier has its own family)."""
+        """Whether a Hugging Face `config` is a Mamba (v1) or Falcon-Mamba language model (a sequence
+        classifier has its own family)."""
         architectures = getattr(config, "architectures", None) or []
         classifier = any(name.endswith("ForSequenceClassification") for name in architectures)
-        return getattr(config, "model_type", None) == "mamba" and not classifier
+        return getattr(config, "model_type", None) in _MODEL_TYPES and not classifier
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, device: str | torch.device = "cpu") -> MambaAdapter:
-        """Load a `MambaForCausalLM` and its tokenizer from a Hugging Face id or a local folder."""
-        from transformers import AutoTokenizer, MambaForCausalLM
+        """Load a `MambaForCausalLM` or `FalconMambaForCausalLM` (as its config says) and its tokenizer
+        from a Hugging Face id or a local folder."""
+        from transformers import AutoConfig, AutoTokenizer, FalconMambaForCausalLM, MambaForCausalLM
 
         with quiet_transformers():  # no weight-loading bar, no causal_conv1d / mamba_ssm fallback warnings
-            model = MambaForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+            falcon = getattr(AutoConfig.from_pretrained(name_or_path), "model_type", None) == "falcon_mamba"
+            model_class = FalconMambaForCausalLM if falcon else MambaForCausalLM
+            model = model_class.from_pretrained(name_or_path, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         return cls(model, tokenizer, device=device)
 
@@ -312,7 +362,7 @@ class MambaAdapter(Adapter):
         return self._last_logits(gather_rows(input_ids, keep))
 
     def _run_group(self, input_ids: Tensor, target: Tensor | None, saliency: str | None,
-                   channels: str) -> dict[str, Tensor]:
+                   channels: str, form: str = "scan") -> dict[str, Tensor]:
         """One forward + backward on texts of equal length (no padding)."""
         embeds = self.model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
         with _capture_scans(self.model) as records:
@@ -330,10 +380,12 @@ class MambaAdapter(Adapter):
         attentions, gradients = [], []
         with torch.no_grad():
             for scan, grad_out in zip(scans, grads[1:]):
-                alpha = hidden_attention(scan.delta, scan.A, scan.B.float(), scan.C.float(), channels=channels)
-                attentions.append(alpha)
-                grad_scan = grad_out.transpose(1, 2).float() * F.silu(scan.gate.float())  # (b, D, n)
-                tied = torch.matmul(grad_scan.transpose(1, 2), scan.u.float())  # (b, n, n): Σ_d g_d[r] u_d[c]
+                attentions.append(_layer_attention(scan, channels, form))
+                if form == "unified":  # o = Ω x + β: ∂/∂Ω_d[r, c] = g_d[r] x_d[c], g at the gated output
+                    grad_scan, keys = grad_out.transpose(1, 2).float(), scan.conv_input.float()
+                else:  # y = α u + D u before the gate: g at the scan output, u the scan input
+                    grad_scan, keys = grad_out.transpose(1, 2).float() * F.silu(scan.gate.float()), scan.u.float()
+                tied = torch.matmul(grad_scan.transpose(1, 2), keys)  # (b, n, n): Σ_d g_d[r] keys_d[c]
                 gradients.append(tied.tril())
         out = {
             "hidden_attention": torch.stack(attentions, dim=1),
@@ -362,6 +414,7 @@ class MambaAdapter(Adapter):
         saliency: str | None = "sum_abs",
         saliency_at: str = "layer_input",
         channels: str = "mean",
+        form: str = "scan",
     ) -> Trace:
         """Run the model on `texts` and record hidden attention, logits, target and saliency.
 
@@ -379,15 +432,18 @@ class MambaAdapter(Adapter):
                 gradient.
             saliency_at: ``"layer_input"`` or ``"word_embeddings"``, the same for Mamba: the
                 embedding output enters the first layer.
-            channels: ``"mean"`` (Ali et al.) or ``"abs_mean"`` channel reduction of α.
+            channels: ``"mean"`` (Ali et al.) or ``"abs_mean"`` channel reduction of α (or Ω).
+            form: ``"scan"`` (α, the selective scan: Ali et al.) or ``"unified"`` (Ω, the whole
+                mixer from its conv input to its gated output: Zimerman et al., ICLR 2025).
 
         Returns:
-            A `Trace` with `attentions (B, L, 1, n, n)` = norm_rows(|hidden attention|), left-padded
-            `mask (B, n)`, `logits (B, V)` at the last position, `target (B,)`, `readout (B,)` = n - 1,
-            `saliency (B, n)`, `input_ids (B, n)` and extras ``hidden_attention``,
-            ``hidden_attention_grad``, ``residual_grad`` `(B, L, n)` (per layer and token the
-            largest positive gradient of the target logit at the residual stream entering the
-            layer, for Mamba-Attr; 0 on padding).
+            A `Trace` with `attentions (B, L, 1, n, n)` = norm_rows(|hidden attention|) (α or Ω as
+            `form` says, reduced over channels), left-padded `mask (B, n)`, `logits (B, V)` at the
+            last position, `target (B,)`, `readout (B,)` = n - 1, `saliency (B, n)`,
+            `input_ids (B, n)` and extras ``hidden_attention`` (signed channel mean of α or Ω),
+            ``hidden_attention_grad`` (w.r.t. α or Ω, channels tied), ``residual_grad`` `(B, L, n)`
+            (per layer and token the largest positive gradient of the target logit at the residual
+            stream entering the layer, for Mamba-Attr; 0 on padding).
 
         Raises:
             ValueError: on an empty text, an unknown option, a badly shaped target, a token id
@@ -399,6 +455,7 @@ class MambaAdapter(Adapter):
             _check_choice(saliency, "saliency", _SALIENCIES)
         _check_choice(saliency_at, "saliency_at", SALIENCY_POSITIONS)
         _check_choice(channels, "channels", _CHANNEL_MODES)
+        _check_choice(form, "form", _FORMS)
         encoded = self._encode(texts)
         batch = len(encoded)
         gold = label_indices(labels, batch, unit="token")
@@ -410,7 +467,7 @@ class MambaAdapter(Adapter):
             for members in _length_groups(encoded):
                 input_ids = torch.tensor([encoded[i] for i in members], device=self.device)
                 group_target = None if targets is None else targets[members]
-                group = self._run_group(input_ids, group_target, saliency, channels)
+                group = self._run_group(input_ids, group_target, saliency, channels, form)
                 for row, index in enumerate(members):
                     results[index] = {key: value[row] for key, value in group.items()}
 

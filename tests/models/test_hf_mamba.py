@@ -1,9 +1,11 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import MambaConfig
 
 from attnlens.methods.hidden_attention import hidden_attention
 from attnlens.models._registry import adapter_for_config, get_adapter_class
+from attnlens.models._tiny import tiny_mamba_lm as seeded_mamba_lm
 from attnlens.models.hf_mamba import MambaAdapter
 from tests.conftest import tiny_mamba_lm, word_level_tokenizer
 
@@ -232,3 +234,128 @@ def test_residual_grad_is_the_positive_gradient_at_each_layer_input():
         valid = trace.mask[b]
         torch.testing.assert_close(trace.extras["residual_grad"][b][:, valid], expected, atol=1e-6, rtol=1e-5)
         assert (trace.extras["residual_grad"][b][:, ~valid] == 0).all()
+
+
+# --- the unified form (Zimerman, Ali & Wolf, ICLR 2025) -------------------------------------------
+
+
+def mixer_outputs(model, ids):
+    """Every layer's mixer output for `ids (1, n)`, by forward hooks on the mixers."""
+    outputs = []
+    handles = [layer.mixer.register_forward_hook(lambda m, i, o: outputs.append(o)) for layer in model.backbone.layers]
+    try:
+        with torch.no_grad():
+            model(ids, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs
+
+
+def unified_rebuilt(adapter, ids, *, with_bias=True):
+    """Per layer out_proj(Ω x + β) from the captured inputs alone (Ω per channel, β the conv bias's share)."""
+    from attnlens.methods.unified_attention import unified_attention_bias
+
+    rebuilt = []
+    for scan, layer in zip(adapter.scan_inputs(ids), adapter.model.backbone.layers):
+        omega = hidden_attention(scan.delta, scan.A, scan.B, scan.C, channels="none", form="unified", gate=scan.gate,
+                                 skip=scan.D, conv_weight=scan.conv_weight, conv_preactivation=scan.conv_preactivation)
+        gated = torch.einsum("bdrc,bdc->bdr", omega, scan.conv_input)
+        if with_bias:
+            gated = gated + unified_attention_bias(scan.delta, scan.A, scan.B, scan.C, gate=scan.gate, skip=scan.D,
+                                                   conv_preactivation=scan.conv_preactivation,
+                                                   conv_bias=scan.conv_bias)
+        rebuilt.append(layer.mixer.out_proj(gated.transpose(1, 2)))
+    return rebuilt
+
+
+def scan_rebuilt(adapter, ids):
+    """Per layer out_proj((α u + D u) · SiLU(z)) from the captured inputs alone."""
+    rebuilt = []
+    for scan, layer in zip(adapter.scan_inputs(ids), adapter.model.backbone.layers):
+        alpha = hidden_attention(scan.delta, scan.A, scan.B, scan.C, channels="none")
+        y = (torch.einsum("bdrc,bdc->bdr", alpha, scan.u) + scan.D[None, :, None] * scan.u) * F.silu(scan.gate)
+        rebuilt.append(layer.mixer.out_proj(y.transpose(1, 2)))
+    return rebuilt
+
+
+@pytest.mark.parametrize("conv_bias", [True, False])
+def test_unified_form_reproduces_every_mixer_output(conv_bias):
+    """out_proj(Ω x + β) = the mixer's output, with a (non-zero) conv bias and with none (β = 0)."""
+    options = {"conv_bias": True} if conv_bias else {"use_conv_bias": False}
+    adapter = MambaAdapter(seeded_mamba_lm(len(WORDS) + 2, seed=3, **options), tiny_tokenizer())
+    ids = torch.tensor([adapter.tokenizer.encode("the movie was great not bad at all a film")])
+    outputs = mixer_outputs(adapter.model, ids)
+    scans = adapter.scan_inputs(ids)
+    assert (scans[0].conv_bias is not None) == conv_bias
+    if conv_bias:
+        assert scans[0].conv_bias.abs().min() > 0
+        unbiased = unified_rebuilt(adapter, ids, with_bias=False)
+        assert (unbiased[0] - outputs[0]).abs().max() > 1e-3  # β matters: the test can fail
+    for scan in scans:
+        torch.testing.assert_close(F.silu(scan.conv_preactivation), scan.u, atol=1e-6, rtol=0)
+    for rebuilt, output in zip(unified_rebuilt(adapter, ids), outputs):
+        torch.testing.assert_close(rebuilt, output, atol=1e-5, rtol=0)
+
+
+def test_unified_trace_normalisation_padding_and_extras(adapter):
+    texts = ["the movie was great", "not bad at all a film", "i loved it"]
+    trace = adapter.trace(texts, form="unified")
+    assert trace.attentions.shape == (3, 2, 1, 6, 6)
+    attn = trace.attentions[:, :, 0]
+    assert (attn >= 0).all() and (attn.triu(1) == 0).all()
+    raw = trace.extras["hidden_attention"]
+    pair = trace.mask[:, None, :, None] & trace.mask[:, None, None, :]
+    expected = raw.abs() / raw.abs().sum(-1, keepdim=True).clamp_min(1e-30)
+    torch.testing.assert_close(attn[pair.expand_as(attn)], expected[pair.expand_as(attn)])
+    ids = torch.tensor([adapter.tokenizer.encode(texts[1])])
+    for layer, scan in enumerate(adapter.scan_inputs(ids)):  # the extra is the signed channel mean of Ω
+        omega = hidden_attention(scan.delta, scan.A, scan.B, scan.C, form="unified", gate=scan.gate, skip=scan.D,
+                                 conv_weight=scan.conv_weight, conv_preactivation=scan.conv_preactivation)
+        torch.testing.assert_close(raw[1, layer], omega[0], atol=1e-6, rtol=0)
+    scan_trace = adapter.trace(texts)
+    assert not torch.allclose(scan_trace.extras["hidden_attention"], raw)
+    for b, text in enumerate(texts):
+        alone = adapter.trace([text], form="unified")
+        n = alone.mask.shape[1]
+        torch.testing.assert_close(trace.attentions[b, :, :, -n:, -n:], alone.attentions[0], atol=1e-6, rtol=0)
+        torch.testing.assert_close(trace.extras["hidden_attention_grad"][b, :, -n:, -n:],
+                                   alone.extras["hidden_attention_grad"][0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(trace.extras["residual_grad"], scan_trace.extras["residual_grad"])
+    torch.testing.assert_close(trace.logits, scan_trace.logits)
+    abs_mean = adapter.trace(texts[:1], form="unified", channels="abs_mean").extras["hidden_attention"]
+    assert (abs_mean >= 0).all()
+
+
+def test_scan_is_the_default_form(adapter):
+    texts = ["the movie was great", "i loved it"]
+    default, scan = adapter.trace(texts), adapter.trace(texts, form="scan")
+    for key in ("hidden_attention", "hidden_attention_grad", "residual_grad"):
+        torch.testing.assert_close(default.extras[key], scan.extras[key], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="Expected `form` to be one of 'scan', 'unified', but got 'mixer'"):
+        adapter.trace(texts, form="mixer")
+
+
+def test_unified_gradient_is_channel_tied_omega_gradient(adapter):
+    """d logit / d E where every channel's Ω_d[r, c] gets + E: the gated output at r moves by E · x_d[c]."""
+    ids = torch.tensor([adapter.tokenizer.encode("not bad at all")])
+    trace = adapter.trace(["not bad at all"], target=3, form="unified")
+    model, layer, r, c, eps = adapter.model, 1, 3, 1, 1e-3
+    x = adapter.scan_inputs(ids)[layer].conv_input
+    mixer = model.backbone.layers[layer].mixer
+
+    def shifted(sign):
+        def hook(module, inputs):
+            extra = torch.zeros_like(inputs[0])
+            extra[0, r] = sign * eps * x[0, :, c]
+            return (inputs[0] + extra,)
+        handle = mixer.out_proj.register_forward_pre_hook(hook)
+        try:
+            with torch.no_grad():
+                return model(ids).logits[0, -1, 3].double()
+        finally:
+            handle.remove()
+
+    numeric = (shifted(1) - shifted(-1)) / (2 * eps)
+    assert abs(float(trace.extras["hidden_attention_grad"][0, layer, r, c]) - float(numeric)) < 1e-3
+    assert (trace.extras["hidden_attention_grad"].triu(1) == 0).all()
