@@ -117,7 +117,9 @@ class EvaluateConfig:
         "randomisation cascade: every step (top 1, 2, ... L layers) or only all layers at once",
         choices=("all", "last")))
     batch_size: int = field(default=16, metadata=option("examples per batch, grouped by length", metavar="B"))
-    max_batch: int = field(default=256, metadata=option("sequences per perturbed model call", metavar="N"))
+    max_batch: int = field(default=2048, metadata=option(
+        "perturbed sequences per adapter call (text adapters run the distinct ones in length-sorted batches)",
+        metavar="N"))
     device: str = field(default="cpu", metadata=option("where the model runs", choices=("cpu", "cuda")))
     seed: int = field(default=0, metadata=option("seed of the random map, the randomised weights and the bootstrap"))
     out: str | None = field(default=None, metadata=option(

@@ -54,7 +54,7 @@ def target_probability(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def perturbed_probabilities(adapter: Adapter, texts: Sequence[str], keep: Tensor, target: Tensor, *,
-                            mode: str = "remove", max_batch: int = 256) -> Tensor:
+                            mode: str = "remove", max_batch: int = 2048) -> Tensor:
     """Target probability of every perturbed variant of a batch, the variants run as batches.
 
     ERASER-style perturbation (DeYoung et al., ACL 2020) through ``adapter.perturb``.
@@ -84,7 +84,7 @@ def perturbed_probabilities(adapter: Adapter, texts: Sequence[str], keep: Tensor
 
 
 def leave_one_out_probabilities(adapter: Adapter, texts: Sequence[str], trace: Trace, *, mode: str = "remove",
-                                max_batch: int = 256) -> Tensor:
+                                max_batch: int = 2048) -> Tensor:
     """`(B, n)` target probability with each candidate token alone removed (the whole input elsewhere).
 
     Abnar & Zuidema, ACL 2020 ("blank-out"); see :func:`attnlens.metrics.faithfulness.leave_one_out`.
@@ -107,7 +107,7 @@ def leave_one_out_probabilities(adapter: Adapter, texts: Sequence[str], trace: T
 
 def aopc_curves(adapter: Adapter, texts: Sequence[str], trace: Trace, scores: Tensor, *,
                 fractions: Sequence[float] = DEFAULT_FRACTIONS, mode: str = "remove",
-                max_batch: int = 256) -> AopcCurves:
+                max_batch: int = 2048) -> AopcCurves:
     """The comprehensiveness and sufficiency perturbations of M explanations of one batch.
 
     DeYoung et al., ERASER, ACL 2020: for each bin remove the top-k candidate tokens, or keep only

@@ -116,17 +116,30 @@ def distinct_rows(rows: dict[str, list[list[int]]]) -> tuple[dict[str, list[list
     return distinct, [position[slot] for slot in slots]
 
 
-def chunked_by_length(rows: dict[str, list[list[int]]], max_tokens: int = 8192) -> list[slice]:
-    """Consecutive slices of length-sorted `rows` whose padded size stays within `max_tokens`.
+def chunked_by_length(rows: dict[str, list[list[int]]], max_tokens: int = 8192, max_padding: float = 0.1,
+                      ) -> list[slice]:
+    """Consecutive slices of length-sorted `rows`, each padded to its longest row within budget.
+
+    A slice ends before the row that would make its padded size (rows × longest row) exceed
+    `max_tokens`, or its padding (padded size − tokens) exceed `max_padding` of the padded size.
 
     Args:
         rows: rows sorted by length (as :func:`distinct_rows` returns them).
         max_tokens: the largest rows × longest-row product of one slice (at least one row each).
+        max_padding: the largest share of padding positions in a slice.
+
+    Example:
+        >>> chunked_by_length({"input_ids": [[0] * n for n in (2, 2, 3, 8, 8)]})
+        [slice(0, 2, None), slice(2, 3, None), slice(3, 5, None)]
     """
     lengths = [len(row) for row in next(iter(rows.values()))]
-    slices, start = [], 0
-    for stop in range(1, len(lengths) + 1):
-        if stop == len(lengths) or (stop + 1 - start) * lengths[stop] > max_tokens:
+    slices, start, tokens = [], 0, 0
+    for stop, length in enumerate(lengths):
+        padded = (stop + 1 - start) * length
+        if stop > start and (padded > max_tokens or padded - (tokens + length) > max_padding * padded):
             slices.append(slice(start, stop))
-            start = stop
+            start, tokens = stop, 0
+        tokens += length
+    if lengths:
+        slices.append(slice(start, len(lengths)))
     return slices

@@ -25,16 +25,22 @@ def test_distinct_rows_keep_every_input_once_sorted_by_length(ids, data):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(1, 12), min_size=1, max_size=40), st.integers(1, 50))
-def test_length_chunks_cover_the_rows_within_the_token_budget(lengths, budget):
+@given(st.lists(st.integers(1, 12), min_size=1, max_size=40), st.integers(1, 50), st.sampled_from([0.0, 0.1, 0.5]))
+def test_length_chunks_cover_the_rows_within_the_token_and_padding_budgets(lengths, budget, padding):
     rows = {"input_ids": [[0] * n for n in sorted(lengths)]}
-    slices = chunked_by_length(rows, max_tokens=budget)
+    slices = chunked_by_length(rows, max_tokens=budget, max_padding=padding)
     covered = [i for part in slices for i in range(len(lengths))[part]]
     assert covered == list(range(len(lengths)))
     for part in slices:
         members = rows["input_ids"][part]
         assert members  # never empty
-        assert len(members) == 1 or len(members) * max(map(len, members)) <= budget
+        padded = len(members) * max(map(len, members))
+        assert len(members) == 1 or padded <= budget
+        assert len(members) == 1 or padded - sum(map(len, members)) <= padding * padded
+    for before, after in zip(slices, slices[1:]):  # a slice ends only where the next row breaks a budget
+        members = rows["input_ids"][before.start : after.start + 1]
+        padded = len(members) * max(map(len, members))
+        assert padded > budget or padded - sum(map(len, members)) > padding * padded
 
 
 def test_text_perturb_equals_each_perturbed_input_run_alone(tmp_path):
