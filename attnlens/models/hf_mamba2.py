@@ -19,8 +19,8 @@ so no hook fires) and builds one of two attention forms
   output is ``out_proj(Ω x + β)``.
 
 Normalisation, padding, target and readout are those of
-:class:`~attnlens.models.hf_mamba.MambaAdapter` (whose tokenizing, prediction and perturbation
-this class inherits): ``Trace.attentions`` = ``norm_rows(|reduced α or Ω|)`` per layer as
+:class:`~attnlens.models.hf_mamba.MambaAdapter`, whose tokenizing, trace assembly, prediction and
+perturbation this class inherits (it replaces only the per-group forward and backward): ``Trace.attentions`` = ``norm_rows(|reduced α or Ω|)`` per layer as
 `(B, L, 1, n, n)`, the raw signed reduction in ``extras["hidden_attention"]``; texts run in groups
 of equal length (the model never sees padding) and are left-padded into one batch; the target is
 the next token at the last position. Gradients: ``extras["residual_grad"]`` `(B, L, n)`
@@ -41,20 +41,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnlens._checks import _check_choice
-from attnlens.methods._common import _apply_mask, _normalize_rows
 from attnlens.methods.ssd_attention import ssd_hidden_attention, ssd_unified_attention
-from attnlens.models._hooks import eval_mode, frozen_parameters
+from attnlens.models._hooks import eval_mode
 from attnlens.models._loading import quiet_transformers
 from attnlens.models._registry import register_adapter
-from attnlens.models._saliency import SALIENCY_POSITIONS, reduce_saliency
-from attnlens.models._targets import label_indices, target_indices
-from attnlens.models.hf_mamba import _SALIENCIES, MambaAdapter, _length_groups
+from attnlens.models._saliency import reduce_saliency
+from attnlens.models.hf_mamba import MambaAdapter
 from attnlens.trace import Trace
-
-_FORMS = ("scan", "unified")
-_CHANNEL_MODES = ("mean", "abs_mean")
-
 
 class SSDInputs(NamedTuple):
     """What one Mamba-2 mixer computed, for one batch (channels d = h·P + p, heads in groups of H/G).
@@ -290,56 +283,11 @@ class Mamba2Adapter(MambaAdapter):
                 outside the vocabulary or a string target that is not one token.
             TypeError: on a target that is not integer token ids or a string.
         """
-        saliency = None if saliency == "none" else saliency
-        if saliency is not None:
-            _check_choice(saliency, "saliency", _SALIENCIES)
-        _check_choice(saliency_at, "saliency_at", SALIENCY_POSITIONS)
-        _check_choice(channels, "channels", _CHANNEL_MODES)
-        _check_choice(form, "form", _FORMS)
         if form == "unified":
             activations = {mixer.activation for mixer in _mixers(self.model)} - {"silu", "swish"}
             if activations:
                 raise ValueError(f"Expected `form` 'unified' to see SiLU convolution activations (SiLU(v) = v·σ(v)), "
                                  f"but the model uses {sorted(activations)[0]!r}.")
-        encoded = self._encode(texts)
-        batch = len(encoded)
-        gold = label_indices(labels, batch, unit="token")
-        targets = target_indices(target, batch=batch, classes=self._vocab_size(), labels=gold,
-                                 lookup=self.class_index, unit="token")
-
-        results: dict[int, dict[str, Tensor]] = {}
-        with eval_mode(self.model), frozen_parameters(self.model):
-            for members in _length_groups(encoded):
-                input_ids = torch.tensor([encoded[i] for i in members], device=self.device)
-                group_target = None if targets is None else targets[members]
-                group = self._run_group(input_ids, group_target, saliency, channels, form)
-                for row, index in enumerate(members):
-                    results[index] = {key: value[row] for key, value in group.items()}
-
-        input_ids, mask = (tensor.to(self.device) for tensor in self._left_padded(encoded))
-        n = mask.shape[1]
-        layers = results[0]["hidden_attention"].shape[0]
-        raw = torch.zeros(batch, layers, n, n, device=self.device)
-        grad = torch.zeros_like(raw)
-        residual_grad = torch.zeros(batch, layers, n, device=self.device)
-        sal = torch.zeros(batch, n, device=self.device) if saliency is not None else None
-        for b, ids in enumerate(encoded):
-            start = n - len(ids)
-            raw[b, :, start:, start:] = results[b]["hidden_attention"]
-            grad[b, :, start:, start:] = results[b]["hidden_attention_grad"]
-            residual_grad[b, :, start:] = results[b]["residual_grad"]
-            if sal is not None:
-                sal[b, start:] = results[b]["saliency"]
-        attentions = _normalize_rows(_apply_mask(raw.abs(), mask))[:, :, None]
-        return Trace(
-            tokens=[[self.tokenizer.decode([i]) for i in ids] for ids in encoded],
-            mask=mask,
-            attentions=attentions,
-            logits=torch.stack([results[b]["logits"] for b in range(batch)]),
-            target=torch.stack([results[b]["target"] for b in range(batch)]),
-            saliency=sal,
-            input_ids=input_ids,
-            labels=None if gold is None else gold.to(self.device),
-            extras={"hidden_attention": raw, "hidden_attention_grad": grad, "residual_grad": residual_grad},
-            readout=torch.full((batch,), n - 1, dtype=torch.long, device=self.device),
-        )
+        # MambaAdapter's grouping by length, left padding and normalisation, around this class's _run_group
+        return super().trace(texts, target=target, labels=labels, saliency=saliency, saliency_at=saliency_at,
+                             channels=channels, form=form)
