@@ -20,8 +20,9 @@ so no hook fires) and builds one of two attention forms
 
 Normalisation, padding, target and readout are those of
 :class:`~attnlens.models.hf_mamba.MambaAdapter`, whose tokenizing, trace assembly, prediction and
-perturbation this class inherits (it replaces only the per-group forward and backward): ``Trace.attentions`` = ``norm_rows(|reduced α or Ω|)`` per layer as
-`(B, L, 1, n, n)`, the raw signed reduction in ``extras["hidden_attention"]``; texts run in groups
+perturbation this class inherits (it replaces only the per-group forward and backward):
+``Trace.attentions`` = ``norm_rows(|reduced α or Ω|)`` per layer as `(B, L, 1, n, n)`, the raw
+signed reduction in ``extras["hidden_attention"]``; texts run in groups
 of equal length (the model never sees padding) and are left-padded into one batch; the target is
 the next token at the last position. Gradients: ``extras["residual_grad"]`` `(B, L, n)`
 (``max_d (∂logit/∂h)⁺`` at the residual stream entering each layer, for Mamba-Attr) and
@@ -53,8 +54,8 @@ class SSDInputs(NamedTuple):
     """What one Mamba-2 mixer computed, for one batch (channels d = h·P + p, heads in groups of H/G).
 
     Attributes:
-        x: `(B, H·P, n)` the convolution's input (x part of xBC).
-        pre_activation: `(B, H·P, n)` v, the convolution's output before the SiLU (bias included).
+        conv_input: `(B, H·P, n)` the convolution's input x (the x part of xBC), what the unified form explains.
+        conv_preactivation: `(B, H·P, n)` v, the convolution's output before the SiLU (bias included).
         u: `(B, H·P, n)` the scan input SiLU(v).
         delta: `(B, H, n)` Δ after softplus and clamp.
         A: `(H,)` ``-exp(A_log)``.
@@ -68,8 +69,8 @@ class SSDInputs(NamedTuple):
         mixer_input: `(B, n, H·P)` out_proj's input (in the autograd graph).
     """
 
-    x: Tensor
-    pre_activation: Tensor
+    conv_input: Tensor
+    conv_preactivation: Tensor
     u: Tensor
     delta: Tensor
     A: Tensor
@@ -144,7 +145,7 @@ def _ssd_inputs(mixer: torch.nn.Module, record: dict[str, Tensor]) -> SSDInputs:
     rms = torch.sqrt(grouped.pow(2).mean(dim=-1, keepdim=True) + mixer.norm.variance_epsilon)
     scale = (mixer.norm.weight.float() * (F.silu(z).view_as(grouped) / rms).view_as(z)).transpose(1, 2)
     return SSDInputs(
-        x=xbc[..., :width].transpose(1, 2), pre_activation=v[:, :width], u=u, delta=delta,
+        conv_input=xbc[..., :width].transpose(1, 2), conv_preactivation=v[:, :width], u=u, delta=delta,
         A=-torch.exp(mixer.A_log.float()), B=B.view(B.shape[0], groups, states, length),
         C=C.view(C.shape[0], groups, states, length), D=mixer.D.float(), conv_weight=weight[:width],
         conv_bias=None if bias is None else bias[:width], gate_scale=scale, scan_output=record["scan_output"],
@@ -230,9 +231,9 @@ class Mamba2Adapter(MambaAdapter):
                     values = scan.u
                 else:
                     alpha = ssd_unified_attention(scan.delta, scan.A, scan.B, scan.C, skip=scan.D,
-                                                  conv_weight=scan.conv_weight, conv_preactivation=scan.pre_activation,
-                                                  gate_scale=scan.gate_scale, channels=channels)
-                    values = scan.x
+                                                  conv_weight=scan.conv_weight, gate_scale=scan.gate_scale,
+                                                  conv_preactivation=scan.conv_preactivation, channels=channels)
+                    values = scan.conv_input
                 attentions.append(alpha)
                 gradients.append(torch.matmul(grad_out.float(), values).tril())  # Σ_d g_d[r] values_d[c]
         out = {

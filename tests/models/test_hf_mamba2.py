@@ -69,12 +69,12 @@ def test_both_forms_reproduce_every_layer(groups, bias):
         torch.testing.assert_close(y.flatten(1, 2).transpose(1, 2), scan.scan_output, atol=ATOL, rtol=0)
 
         omega = ssd_unified_attention(scan.delta, scan.A, scan.B, scan.C, skip=scan.D, conv_weight=scan.conv_weight,
-                                      conv_preactivation=scan.pre_activation, gate_scale=scan.gate_scale,
+                                      conv_preactivation=scan.conv_preactivation, gate_scale=scan.gate_scale,
                                       channels="none")
         beta = ssd_unified_attention_bias(scan.delta, scan.A, scan.B, scan.C, skip=scan.D,
-                                          conv_preactivation=scan.pre_activation, conv_bias=scan.conv_bias,
+                                          conv_preactivation=scan.conv_preactivation, conv_bias=scan.conv_bias,
                                           gate_scale=scan.gate_scale)
-        inner = torch.einsum("bdrc,bdc->bdr", omega, scan.x) + beta
+        inner = torch.einsum("bdrc,bdc->bdr", omega, scan.conv_input) + beta
         torch.testing.assert_close(inner.transpose(1, 2), scan.mixer_input, atol=ATOL, rtol=0)
         torch.testing.assert_close(layer.mixer.out_proj(inner.transpose(1, 2)), output, atol=ATOL, rtol=0)
         assert (beta.abs().max() > 1e-2) == bias  # the bias term matters exactly when there is a bias
@@ -149,8 +149,8 @@ def test_trace_extras_are_the_method_on_the_captured_inputs():
                 expected = ssd_hidden_attention(scan.delta, scan.A, scan.B, scan.C, heads=channels)
             else:
                 expected = ssd_unified_attention(scan.delta, scan.A, scan.B, scan.C, skip=scan.D,
-                                                 conv_weight=scan.conv_weight, conv_preactivation=scan.pre_activation,
-                                                 gate_scale=scan.gate_scale, channels=channels)
+                                                 conv_weight=scan.conv_weight, gate_scale=scan.gate_scale,
+                                                 conv_preactivation=scan.conv_preactivation, channels=channels)
             torch.testing.assert_close(raw[layer], expected[0], atol=1e-6, rtol=0)
 
 
@@ -165,7 +165,7 @@ def test_hidden_attention_grad_is_the_channel_tied_gradient(form, layer, r, c):
     trace = adapter.trace([text], target=token, form=form)
     scan = adapter.scan_inputs(ids)[layer]
     mixer = adapter.model.backbone.layers[layer].mixer
-    module, values = (mixer.norm, scan.u) if form == "scan" else (mixer.out_proj, scan.x)
+    module, values = (mixer.norm, scan.u) if form == "scan" else (mixer.out_proj, scan.conv_input)
 
     def shifted(sign):
         def hook(module, args):
@@ -285,12 +285,12 @@ def test_time_step_limit_is_applied_like_the_model():
         assert scan.delta.min() >= 0.05 and scan.delta.max() <= 0.3
         assert ((scan.delta == 0.05) | (scan.delta == 0.3)).any()  # the clamp is active
         omega = ssd_unified_attention(scan.delta, scan.A, scan.B, scan.C, skip=scan.D, conv_weight=scan.conv_weight,
-                                      conv_preactivation=scan.pre_activation, gate_scale=scan.gate_scale,
+                                      conv_preactivation=scan.conv_preactivation, gate_scale=scan.gate_scale,
                                       channels="none")
         beta = ssd_unified_attention_bias(scan.delta, scan.A, scan.B, scan.C, skip=scan.D,
-                                          conv_preactivation=scan.pre_activation, conv_bias=scan.conv_bias,
+                                          conv_preactivation=scan.conv_preactivation, conv_bias=scan.conv_bias,
                                           gate_scale=scan.gate_scale)
-        inner = torch.einsum("bdrc,bdc->bdr", omega, scan.x) + beta
+        inner = torch.einsum("bdrc,bdc->bdr", omega, scan.conv_input) + beta
         torch.testing.assert_close(layer.mixer.out_proj(inner.transpose(1, 2)), output, atol=ATOL, rtol=0)
 
 
