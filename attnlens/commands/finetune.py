@@ -1,4 +1,4 @@
-"""`attnlens finetune`: make the default SST-2 classifier from all-MiniLM-L6-v2."""
+"""`attnlens finetune`: make the default SST-2 classifier from all-MiniLM-L6-v2, or a Mamba classifier (`--arch mamba`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from attnlens.commands._console import stderr_console
 from attnlens.commands.base import add_command
 from attnlens.training.finetune import FinetuneConfig
 
-HELP = "Fine-tune an SST-2 classifier (default base: the bundled all-MiniLM-L6-v2) and save it as the default model."
+HELP = ("Fine-tune an SST-2 classifier (default base: the bundled all-MiniLM-L6-v2) and save it as the default model; "
+        "--arch mamba trains a Mamba classifier (from a Mamba LM --base, or from scratch).")
 
 
 def run(config: FinetuneConfig, args: argparse.Namespace) -> int:

