@@ -303,3 +303,21 @@ def test_backbone_without_head_reads_out_through_the_input_embeddings():
         hidden = model.backbone(_ids(adapter, TEXTS[1]), use_cache=False).last_hidden_state[0, -1]
     torch.testing.assert_close(trace.logits[1], hidden @ model.backbone.embeddings.weight.T, atol=ATOL, rtol=0)
     assert adapter.num_classes == len(tokenizer) and adapter.num_layers == 2
+
+
+def test_unified_form_without_the_rms_division_misses_the_output():
+    """Negative control: the gated RMSNorm's 1/rms is part of the per-token diagonal; without it Ω is wrong."""
+    adapter = _adapter(2)
+    ids = _ids(adapter, TEXTS[0])
+    layer = adapter.model.backbone.layers[0]
+    scan = adapter.scan_inputs(ids)[0]
+    plain = (layer.mixer.norm.weight * F.silu(_gate(adapter, layer, ids))).transpose(1, 2).detach()
+    for gate_scale, close in ((scan.gate_scale, True), (plain, False)):
+        omega = ssd_unified_attention(scan.delta, scan.A, scan.B, scan.C, skip=scan.D, conv_weight=scan.conv_weight,
+                                      gate_scale=gate_scale, conv_preactivation=scan.conv_preactivation,
+                                      channels="none")
+        beta = ssd_unified_attention_bias(scan.delta, scan.A, scan.B, scan.C, skip=scan.D, gate_scale=gate_scale,
+                                          conv_preactivation=scan.conv_preactivation, conv_bias=scan.conv_bias)
+        inner = torch.einsum("bdrc,bdc->bdr", omega, scan.conv_input) + beta
+        error = (inner.transpose(1, 2) - scan.mixer_input).abs().max()
+        assert (error < ATOL) == close and (close or error > 1e-2)
