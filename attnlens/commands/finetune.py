@@ -1,4 +1,4 @@
-"""`attnlens finetune`: make the default SST-2 classifier from all-MiniLM-L6-v2, or a Mamba classifier (`--arch mamba`)."""
+"""`attnlens finetune`: the default SST-2 classifier from all-MiniLM-L6-v2, or a Mamba one (`--arch mamba`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Adapter for attnlens's Mamba sequence classifier (:class:`~attnlens.models.mamba_classifier.MambaForSequenceClassification`).
+"""Adapter for attnlens's Mamba sequence classifier
+(:class:`~attnlens.models.mamba_classifier.MambaForSequenceClassification`).
 
 The hidden attention of every layer, its gradients, the left-padded batch and the readout at the
 last token are those of :class:`~attnlens.models.hf_mamba.MambaAdapter` (Ali, Zimerman & Wolf,
@@ -86,8 +87,10 @@ class MambaClassifierAdapter(MambaAdapter):
                                f"{name_or_path!r} is a {', '.join(getattr(config, 'architectures', None) or ['?'])}.")
         try:
             with quiet_transformers():
-                model = MambaForSequenceClassification.from_pretrained(name_or_path, dtype=torch.float32)
+                model = MambaForSequenceClassification.from_pretrained(name_or_path, dtype=torch.float32).eval()
                 tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+                with torch.no_grad():  # the one-time "no CUDA kernels, PyTorch fallback" notices, silenced
+                    model(input_ids=torch.tensor([[tokenizer.pad_token_id or 0]]))
         except Exception as err:  # noqa: BLE001 - IO and format errors of every kind
             raise ExplainError(f"Expected `model` {name_or_path!r} to load, but it failed ({failure_cause(err)}).") \
                 from err

@@ -30,7 +30,14 @@ from typing import Any
 
 import torch
 
-from attnlens._checks import ArgumentError, _check_choice, _check_creatable_folder, _check_device, _check_integer, _check_number
+from attnlens._checks import (
+    ArgumentError,
+    _check_choice,
+    _check_creatable_folder,
+    _check_device,
+    _check_integer,
+    _check_number,
+)
 from attnlens._files import _write_folder_atomically
 from attnlens._options import option
 from attnlens.models._loading import quiet_transformers
@@ -148,7 +155,8 @@ def finetune_sst2(
 
     Raises:
         ValueError: for a non-positive count or budget, an unknown `arch`, a `base` that is missing
-            or is not a BERT-like encoder (a Mamba model for ``arch="mamba"``), an unusable `out_dir`, an unavailable `device`, or missing data.
+            or is not a BERT-like encoder (a Mamba model for ``arch="mamba"``), an unusable `out_dir`, an
+            unavailable `device`, or missing data.
         TypeError: for a count, `seed` or number of the wrong type (a float `max_steps`, a bool).
 
     Example:
@@ -639,7 +647,8 @@ class FinetuneConfig:
 
 def finetune_from_config(config: FinetuneConfig, *, progress: bool = True) -> FinetuneResult:
     """:func:`finetune_sst2` with the options of a :class:`FinetuneConfig` (what ``attnlens finetune`` calls)."""
-    return finetune_sst2(base=config.base, arch=config.arch, data_dir=config.data, out_dir=config.out, epochs=config.epochs,
+    return finetune_sst2(base=config.base, arch=config.arch, data_dir=config.data, out_dir=config.out,
+                         epochs=config.epochs,
                          batch_size=config.batch_size, gradient_accumulation=config.gradient_accumulation,
                          learning_rate=config.learning_rate,
                          max_length=config.max_length, max_steps=config.max_steps, time_budget=config.time_budget,
