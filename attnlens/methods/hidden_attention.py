@@ -53,6 +53,7 @@ _FORMS = ("scan", "unified")
 _LEAF = 8  # chunk size of the last level (its diagonal blocks are computed entry by entry)
 _CPU_BLOCK_ELEMENTS = 2**20  # scaled key blocks per channel block: about 4 MiB in float32 (cache)
 _GPU_BLOCK_ELEMENTS = 2**26  # on a GPU: every channel at once for Vim-small
+_CPU_LEAF_ELEMENTS = 2**17  # the unified form's last-level terms per piece: 256 KiB in float32 (L2 cache)
 
 
 def _hidden_attention_check(
@@ -197,18 +198,34 @@ def _diagonal_keys(dt: Tensor, A: Tensor, keys: Tensor, queries: Tensor, per_cha
     """Entry by entry on whole q × q blocks, for keys and queries given per channel (no gathers).
 
     Channels-first `dt (D, m, q)`, `keys, queries (D, N, m, q)` (keys holding their Δ) →
-    `(m, [D,] q, q)`: ``Σ_s queries[r] · exp(A (t_r − t_c)) · keys[c]`` for c ≤ r, 0 above.
+    `(m, [D,] q, q)`: ``Σ_s queries[r] · exp(A (t_r − t_c)) · keys[c]`` for c ≤ r, 0 above. Done in
+    pieces of channels and blocks whose (D, N, m, q, q) terms fit a CPU's L2 cache.
     """
     channels, m, q = dt.shape
+    states = A.shape[1]
     local = torch.cumsum(dt, dim=-1)
     # (D, m, q, q): ≥ 0 on and below the diagonal; 0 above (exp gives 1 there, zeroed after the sum:
     # exp of -inf or of an underflowing exponent is several times slower than of one in range)
     gap = (local[..., :, None] - local[..., None, :]).clamp(min=0)
-    buffer = work("square", (channels, A.shape[1], m, q, q), dt)
-    terms = _decay_(torch.mul(A[:, :, None, None, None], gap[:, None], out=buffer))
-    terms = _mul_(_mul_(terms, keys[..., None, :]), queries[..., :, None])  # (D, N, m, q, q)
+    budget = _CPU_LEAF_ELEMENTS if dt.device.type == "cpu" else _GPU_BLOCK_ELEMENTS
+    blocks = max(1, min(m, budget // (states * q * q)))
+    step = max(1, budget // (states * blocks * q * q))
+    pieces = []
+    for start in range(0, channels, step):
+        rows = []
+        for first in range(0, m, blocks):
+            part = slice(start, start + step), slice(None), slice(first, first + blocks)
+            sizes = (min(step, channels - start), states, min(blocks, m - first), q, q)
+            terms = _decay_(torch.mul(A[start : start + step, :, None, None, None], gap[part[0], None, part[2]],
+                                      out=work("square", sizes, dt)))
+            terms = _mul_(_mul_(terms, keys[part][..., None, :]), queries[part][..., :, None])  # (D, N, m, q, q)
+            rows.append(terms.sum(dim=1).transpose(0, 1) if per_channel else terms.sum(dim=(0, 1)))
+        pieces.append(torch.cat(rows, dim=0) if len(rows) > 1 else rows[0])
+    if per_channel:
+        values = torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]  # (m, D, q, q)
+    else:
+        values = pieces[0] if len(pieces) == 1 else torch.stack(pieces).sum(dim=0)  # (m, q, q)
     lower = torch.ones(q, q, dtype=torch.bool, device=dt.device).tril()
-    values = terms.sum(dim=1).transpose(0, 1) if per_channel else terms.sum(dim=(0, 1))  # (m, [D,] q, q)
     return torch.where(lower, values, torch.zeros((), dtype=values.dtype, device=values.device))
 
 
