@@ -147,6 +147,9 @@ def test_default_output_folder_and_learning_rate_of_a_base(toy, tmp_path, monkey
     assert result.out_dir == tmp_path / "home" / "models" / "mamba-sst2"
     record = json.loads((result.out_dir / RESULT_FILE).read_text())
     assert record["settings"]["learning_rate"] == mamba_module.LEARNING_RATES["base"]
+    from attnlens.models.defaults import resolve_sst2_model
+
+    assert resolve_sst2_model("mamba-sst2") == str(result.out_dir)  # `attnlens sst2 --model mamba-sst2` finds it
 
 
 def test_bad_arch_and_a_base_that_is_not_mamba_exit_2(toy, tmp_path, capsys):
