@@ -33,51 +33,50 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnlens._checks import _check_floating, _check_ndim
+from attnlens._checks import _check_floating, _check_mask, _check_ndim
 from attnlens.methods._common import _apply_mask
 from attnlens.methods.hidden_attention import (
     _decay_,
-    _mul_,
     _default_channel_block,
     _hidden_attention_block,
+    _hidden_attention_check,
+    _hidden_attention_values,
+    _mul_,
     _schedule,
     _work_dtype,
     _Workspace,
 )
 
+_LAYOUTS = {"gate": "(B, D, n)", "skip": "(D,)", "conv_weight": "(D, K)", "conv_preactivation": "(B, D, n)",
+            "conv_bias": "(D,)"}
+_PER_TOKEN = ("gate", "conv_preactivation")
 
-def _unified_attention_check(
-    delta: Tensor, mask: Tensor, *, gate: Tensor | None, skip: Tensor | None, conv_weight: Tensor | None,
-    conv_preactivation: Tensor | None,
-) -> None:
-    """Shapes, dtypes and finite values (on valid tokens) of the mixer inputs of the unified form."""
+
+def _unified_attention_check(delta: Tensor, mask: Tensor, **inputs: Tensor | None) -> None:
+    """Shapes, dtypes and finite values (per-token inputs: on valid tokens) of the named mixer inputs."""
     batch, channels, n = delta.shape
-    layouts = {"gate": ("(B, D, n)", (batch, channels, n)), "skip": ("(D,)", (channels,)),
-               "conv_weight": ("(D, K)", None), "conv_preactivation": ("(B, D, n)", (batch, channels, n))}
-    values = {"gate": gate, "skip": skip, "conv_weight": conv_weight, "conv_preactivation": conv_preactivation}
-    for name, value in values.items():
-        layout, shape = layouts[name]
+    shapes = {"(B, D, n)": (batch, channels, n), "(D,)": (channels,)}
+    for name, value in inputs.items():
+        layout = _LAYOUTS[name]
         if value is None:
             raise ValueError(f"Expected `{name}` to be a {layout} tensor with `form` 'unified', but got None.")
         _check_floating(value, name)
-        if shape is None:
+        if layout == "(D, K)":
             _check_ndim(value, name, (2,), "(D, K) (conv1d.weight[:, 0, :])")
             if value.shape[0] != channels or value.shape[1] < 1:
                 raise ValueError(f"Expected `{name}` to have shape (D, K) with D = {channels} and K ≥ 1, but got "
                                  f"{tuple(value.shape)}.")
-        elif tuple(value.shape) != shape:
-            sizes = ", ".join(str(size) for size in shape) + ("," if len(shape) == 1 else "")
+        elif tuple(value.shape) != shapes[layout]:
+            sizes = ", ".join(str(size) for size in shapes[layout]) + ("," if layout == "(D,)" else "")
             raise ValueError(f"Expected `{name}` to have shape {layout} = ({sizes}), but got {tuple(value.shape)}.")
     valid = mask[:, None, :]
-    flags = torch.stack([
-        (~torch.isfinite(gate) & valid).any(), (~torch.isfinite(conv_preactivation) & valid).any(),
-        ~torch.isfinite(skip).all().to(mask.device), ~torch.isfinite(conv_weight).all().to(mask.device),
-    ]).tolist()
-    names = ("gate", "conv_preactivation", "skip", "conv_weight")
-    for flag, name in zip(flags, names):
+    flags = torch.stack([(~torch.isfinite(value) & valid).any() if name in _PER_TOKEN
+                         else ~torch.isfinite(value).all().to(mask.device) for name, value in inputs.items()]).tolist()
+    for flag, name in zip(flags, inputs):
         if flag:
-            place = " on valid tokens" if name in ("gate", "conv_preactivation") else ""
-            raise ValueError(f"Expected `{name}` to hold only finite values{place}, but it has NaN or infinite entries.")
+            place = " on valid tokens" if name in _PER_TOKEN else ""
+            raise ValueError(f"Expected `{name}` to hold only finite values{place}, but it has NaN or infinite "
+                             f"entries.")
 
 
 def _shift(x: Tensor, offset: int) -> Tensor:
@@ -121,7 +120,7 @@ def _bands(near: list[Tensor], gate: Tensor, drive_skip: Tensor, weight: Tensor)
     out = []
     for e in range(taps):
         value = drive_skip * weight[:, taps - 1 - e, None, None]
-        for offset in range(min(e + 1, taps - 1) if e < taps - 1 else 0):
+        for offset in range(e + 1) if e < taps - 1 else ():  # some taps after r: not in the anchored keys
             value = value + weight[:, taps - 1 - e + offset, None, None] * near[offset]
         out.append(gate * value)
     return out
@@ -208,15 +207,15 @@ def _unified_attention_compute(
     total, band_total, parts = None, None, []
     for start in range(0, channels_count, channel_block):
         stop = min(start + channel_block, channels_count)
-        block_dt, block_A, block_gate, block_weight = dt[start:stop], A[start:stop], gate_t[start:stop], weight[start:stop]
-        drive = sigma_t[start:stop] * block_dt
+        block_dt, block_A, block_gate = dt[start:stop], A[start:stop], gate_t[start:stop]
+        block_weight, drive = weight[start:stop], sigma_t[start:stop] * block_dt
         keys, near = _convolved_keys(block_dt, block_A, B_t, C_t, drive, block_weight)
         queries = block_gate[:, None] * C_t[None]  # (D, N, b, L)
         kernel = _hidden_attention_block(block_dt, None, block_A, keys.contiguous(), queries.contiguous(), sizes,
                                          per_channel, work, delta_in_keys=True)
         bands = _bands(near, block_gate, skip[start:stop, None, None] * sigma_t[start:stop], block_weight)
         if channels == "mean":
-            total = kernel if total is None else total + kernel
+            total = kernel if total is None else (total + kernel if needs_grad else total.add_(kernel))
             summed = [band.sum(dim=0) for band in bands]  # (b, L)
             band_total = summed if band_total is None else [x + y for x, y in zip(band_total, summed)]
             continue
@@ -284,28 +283,21 @@ def unified_attention_bias(
         >>> beta.shape
         torch.Size([1, 1, 2])
     """
-    from attnlens.methods.hidden_attention import _hidden_attention_check, _hidden_attention_values
-    from attnlens._checks import _check_mask
-
     _hidden_attention_check(delta, A, B, C, "mean", None)
     batch, channels_count, n = delta.shape
     mask = _check_mask(mask, "mask", batch, n, delta.device)
     _hidden_attention_values(delta, A, mask)
-    weight = torch.zeros(channels_count, 1, dtype=delta.dtype, device=delta.device)  # unused by the check
-    _unified_attention_check(delta, mask, gate=gate, skip=skip, conv_weight=weight,
-                             conv_preactivation=conv_preactivation)
+    bias = {} if conv_bias is None else {"conv_bias": conv_bias}
+    _unified_attention_check(delta, mask, gate=gate, skip=skip, conv_preactivation=conv_preactivation, **bias)
     if conv_bias is None:
         return torch.zeros_like(delta)
-    _check_floating(conv_bias, "conv_bias")
-    if tuple(conv_bias.shape) != (channels_count,):
-        raise ValueError(f"Expected `conv_bias` to have shape (D,) = ({channels_count},), but got "
-                         f"{tuple(conv_bias.shape)}.")
     work_dtype = _work_dtype(delta, A)
     valid = mask[:, None, :]
     zero = torch.zeros((), dtype=work_dtype, device=delta.device)
     dt = torch.where(valid, delta.to(work_dtype), zero)  # Δ = 0 on padding: the state passes it unchanged
     B, C = (torch.where(valid, x.to(work_dtype), zero) for x in (B, C))
-    drive = torch.where(valid, torch.sigmoid(conv_preactivation.to(work_dtype)), zero) * conv_bias.to(work_dtype)[:, None]
+    sigma = torch.where(valid, torch.sigmoid(conv_preactivation.to(work_dtype)), zero)
+    drive = sigma * conv_bias.to(work_dtype)[:, None]
     A = A.to(work_dtype)
     state = dt.new_zeros(batch, channels_count, A.shape[1])
     outputs = []

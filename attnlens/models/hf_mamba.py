@@ -23,10 +23,10 @@ Falcon-Mamba is Mamba-1 with weightless RMS norms on Δ's low-rank input, B and 
 own norm modules to the captured `x_proj` output, so Δ, B, C, and both forms, are exact for it.
 
 Normalisation. Hidden attention is signed and its rows do not sum to 1. `Trace.attentions`
-holds, per layer, ``norm_rows(|mean_d α_d|)`` (or ``norm_rows(|mean_d Ω_d|)``) over valid tokens (absolute value of the channel
-mean, each row divided by its sum, as Ali et al. do before rollout) as `(B, L, 1, n, n)`, so
-rollout, selective rollout, flow, diffusion and every view work unchanged. The raw signed channel
-mean is kept in ``trace.extras["hidden_attention"]`` `(B, L, n, n)`.
+holds, per layer, ``norm_rows(|mean_d α_d|)`` (unified form: ``norm_rows(|mean_d Ω_d|)``) over valid
+tokens (absolute value of the channel mean, each row divided by its sum, as Ali et al. do before
+rollout) as `(B, L, 1, n, n)`, so rollout, selective rollout, flow, diffusion and every view work
+unchanged. The raw signed channel mean is kept in ``trace.extras["hidden_attention"]`` `(B, L, n, n)`.
 
 Gradients (for Mamba-Attr). ``trace.extras["residual_grad"]`` `(B, L, n)` is, per layer and
 token, ``max_d (∂logit/∂h)⁺`` at the residual stream h entering the layer (what the authors'
@@ -153,7 +153,7 @@ def _capture_scans(model: torch.nn.Module) -> Iterator[list[dict[str, Tensor]]]:
 def _scan_inputs(mixer: torch.nn.Module, record: dict[str, Tensor]) -> ScanInputs:
     rank, states = mixer.time_step_rank, mixer.ssm_state_size
     time_step, B, C = torch.split(record["x_proj"], [rank, states, states], dim=-1)
-    if hasattr(mixer, "b_layernorm"):  # Falcon-Mamba: RMS norms on Δ's low-rank input, B and C (the mixer's own modules)
+    if hasattr(mixer, "b_layernorm"):  # Falcon-Mamba: RMS norms on Δ's low-rank input, B and C (its own modules)
         time_step, B, C = mixer.dt_layernorm(time_step), mixer.b_layernorm(B), mixer.c_layernorm(C)
     raw = time_step @ mixer.dt_proj.weight.T  # (b, n, D)
     if mixer.dt_proj.bias is not None:

@@ -138,7 +138,7 @@ def test_causal_and_later_tokens_never_change_earlier_rows():
 
 def _masked_batch(delta, A, B, C, mixer, mask):
     """Each example's valid tokens placed at the True positions of `mask`, garbage (NaN) elsewhere."""
-    batch, channels, length = mask.shape[0], delta.shape[1], mask.shape[1]
+    batch, length = mask.shape
     placed = []
     for x in (delta, B, C, mixer["gate"], mixer["conv_preactivation"]):
         out = torch.full((batch, x.shape[1], length), float("nan"), dtype=x.dtype)
@@ -272,7 +272,8 @@ def test_scan_form_is_the_default_and_unchanged():
 @pytest.mark.parametrize(
     ("change", "error", "message"),
     [
-        (lambda m: {**m, "gate": None}, ValueError, r"Expected `gate` to be a \(B, D, n\) tensor with `form` 'unified'"),
+        (lambda m: {**m, "gate": None}, ValueError,
+         r"Expected `gate` to be a \(B, D, n\) tensor with `form` 'unified'"),
         (lambda m: {**m, "skip": None}, ValueError, r"Expected `skip` to be a \(D,\) tensor with `form` 'unified'"),
         (lambda m: {**m, "gate": m["gate"][:, :2]}, ValueError,
          r"Expected `gate` to have shape \(B, D, n\) = \(2, 3, 6\), but got \(2, 2, 6\)"),
