@@ -199,16 +199,33 @@ def _diagonal_keys(dt: Tensor, A: Tensor, keys: Tensor, queries: Tensor, per_cha
 
     Channels-first `dt (D, m, q)`, `keys, queries (D, N, m, q)` (keys holding their Δ) →
     `(m, [D,] q, q)`: ``Σ_s queries[r] · exp(A (t_r − t_c)) · keys[c]`` for c ≤ r, 0 above. The
-    keys and queries of the p = q(q+1)/2 lower entries are picked by a product with a 0/1 matrix
-    (exact, and several times faster on a CPU than indexing), in pieces of channels and blocks
-    that fit a CPU's L2 cache.
+    keys and queries of the p = q(q+1)/2 lower entries are picked, on a CPU, by a product with a
+    0/1 matrix (exact, and several times faster there than indexing; elsewhere by indexing, which
+    is fast and immune to TF32 matrix products), in pieces of channels and blocks that fit a CPU's
+    L2 cache.
     """
     channels, m, q = dt.shape
     states = A.shape[1]
     rows, cols = torch.tril_indices(q, q, device=dt.device)
-    pick_rows = F.one_hot(rows, q).T.to(dt.dtype)  # (q, p): x @ pick_rows = x[..., rows]
-    pick_cols = F.one_hot(cols, q).T.to(dt.dtype)
-    gap = torch.cumsum(dt, dim=-1) @ (pick_rows - pick_cols)  # (D, m, p): t_r − t_c ≥ 0
+    local = torch.cumsum(dt, dim=-1)
+    if dt.device.type == "cpu":
+        pick_rows = F.one_hot(rows, q).T.to(dt.dtype)  # (q, p): x @ pick_rows = x[..., rows]
+        pick_cols = F.one_hot(cols, q).T.to(dt.dtype)
+        gap = local @ (pick_rows - pick_cols)  # (D, m, p): t_r − t_c ≥ 0, one rounding as a subtraction
+
+        def at_rows(x: Tensor) -> Tensor:
+            return x @ pick_rows
+
+        def at_cols(x: Tensor) -> Tensor:
+            return x @ pick_cols
+    else:
+        gap = local[..., rows] - local[..., cols]
+
+        def at_rows(x: Tensor) -> Tensor:
+            return x[..., rows]
+
+        def at_cols(x: Tensor) -> Tensor:
+            return x[..., cols]
     budget = _CPU_LEAF_ELEMENTS if dt.device.type == "cpu" else _GPU_BLOCK_ELEMENTS
     entries = rows.numel()
     blocks = max(1, min(m, budget // (states * entries)))
@@ -222,7 +239,7 @@ def _diagonal_keys(dt: Tensor, A: Tensor, keys: Tensor, queries: Tensor, per_cha
             sizes = (*piece_keys.shape[:3], entries)
             terms = _decay_(torch.mul(A[channel, :, None, None], gap[channel, None, block],
                                       out=work("square", sizes, dt)))  # (D, N, m, p)
-            terms = _mul_(_mul_(terms, piece_keys @ pick_cols), piece_queries @ pick_rows)
+            terms = _mul_(_mul_(terms, at_cols(piece_keys)), at_rows(piece_queries))
             parts.append(terms.sum(dim=1).transpose(0, 1) if per_channel else terms.sum(dim=(0, 1)))
         pieces.append(torch.cat(parts, dim=0) if len(parts) > 1 else parts[0])
     if per_channel:
