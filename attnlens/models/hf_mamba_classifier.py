@@ -163,13 +163,14 @@ class MambaClassifierAdapter(MambaAdapter):
         saliency: str | None = "sum_abs",
         saliency_at: str = "layer_input",
         channels: str = "mean",
+        form: str = "scan",
     ) -> Trace:
         """Run the classifier on `texts` and record hidden attention, logits, target and saliency.
 
         As :meth:`MambaAdapter.trace <attnlens.models.hf_mamba.MambaAdapter.trace>`, with classes
         instead of tokens: `target` is ``"pred"`` or None (the predicted class), ``"gold"`` (needs
         `labels`), a class index, B class indices, or a class name (:meth:`class_index`); `labels`
-        are B class indices.
+        are B class indices. `channels` and `form` (``"scan"`` or ``"unified"``) are MambaAdapter's.
 
         Returns:
             The `Trace` of :class:`~attnlens.models.hf_mamba.MambaAdapter` (left-padded, readout n - 1,
@@ -188,7 +189,7 @@ class MambaClassifierAdapter(MambaAdapter):
                                f"{gold.tolist()}.")
         chosen = target_indices(target, batch=batch, classes=self.num_classes, labels=gold, lookup=self.class_index)
         trace = super().trace(texts, target=chosen, labels=gold, saliency=saliency, saliency_at=saliency_at,
-                              channels=channels)
+                              channels=channels, form=form)
         specials = sorted(set(getattr(self.tokenizer, "all_special_ids", ()) or ()))
         if specials:
             ids = torch.tensor(specials, dtype=trace.input_ids.dtype, device=trace.input_ids.device)

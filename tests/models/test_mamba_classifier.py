@@ -169,3 +169,11 @@ def test_tiny_classifier_is_seeded():
         assert torch.equal(a, b)
     with pytest.raises(ExplainError):
         create_tiny_adapter("test_mamba_classifier").trace([], saliency=None)
+
+
+def test_unified_form_reaches_the_classifier(adapter):
+    scan = adapter.trace(TEXTS, saliency=None)
+    unified = adapter.trace(TEXTS, saliency=None, form="unified")
+    torch.testing.assert_close(unified.logits, scan.logits, atol=0, rtol=0)  # the same model run
+    assert unified.attentions.shape == scan.attentions.shape
+    assert not torch.allclose(unified.extras["hidden_attention"], scan.extras["hidden_attention"])
