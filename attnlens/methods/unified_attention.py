@@ -25,6 +25,10 @@ batched products over channels × states), its columns shifted by K-1. The K-1 d
 the main one (some taps after r) and the skip D (banded) are computed directly in O(D·N·n·K).
 Padding (a mask) is removed from the sequence first: each example gets what it gets alone, also
 through the convolution.
+
+Falcon-Mamba is Mamba-1 with (weightless) RMS norms on B, C and Δ's low-rank input inside the
+mixer: with the normalised B, C and the Δ they give (what :class:`attnlens.models.MambaAdapter`
+captures), Ω is exact for it too. The scan-only form is ``hidden_attention(..., form="scan")``.
 """
 
 from __future__ import annotations
