@@ -33,6 +33,7 @@ from attnlens.models._targets import ExplainError, class_from_name, label_indice
 from attnlens.models.base import Adapter
 from attnlens.trace import Trace
 
+_STATE_SPACE_MODEL_TYPES = frozenset({"mamba", "mamba2", "falcon_mamba", "jamba"})  # their own families
 _TEXT_MODEL_TYPES = frozenset(
     {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "albert", "camembert", "mpnet", "deberta",
      "deberta-v2", "ernie", "megatron-bert", "modernbert", "xlm"}
@@ -86,8 +87,8 @@ class TextClassifierAdapter(Adapter):
     def accepts(cls, config: object) -> bool:
         """Whether `config` is a sequence classifier or a known encoder, and no subclass family
         (the causal classifiers) claims it."""
-        if cls._family_for(config) is not cls:
-            return False
+        if cls._family_for(config) is not cls or getattr(config, "model_type", None) in _STATE_SPACE_MODEL_TYPES:
+            return False  # a Mamba sequence classifier has no attention: the mamba_classifier family takes it
         return _is_sequence_classifier(config) or getattr(config, "model_type", None) in _TEXT_MODEL_TYPES
 
     @classmethod

@@ -308,3 +308,13 @@ def test_attention_grad_is_the_autograd_gradient_of_each_text_alone(name):
         expected = torch.stack(torch.autograd.grad(out.logits[0, int(trace.target[b])], out.attentions), dim=1)
         torch.testing.assert_close(grad[b][:, :, valid][:, :, :, valid], expected[0], atol=1e-6, rtol=1e-4)
     assert "attention_grad" not in adapter.trace(TEXTS, saliency=None).extras
+
+
+def test_text_family_leaves_state_space_classifiers_to_their_own_families():
+    from transformers import MambaConfig
+
+    from attnlens.models.hf_text import TextClassifierAdapter
+
+    config = MambaConfig(architectures=["MambaForSequenceClassification"])
+    assert not TextClassifierAdapter.accepts(config)
+    assert adapter_for_config(config).family == "mamba_classifier"
