@@ -52,6 +52,7 @@ import multiprocessing as mp
 import os
 import platform
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -221,8 +222,13 @@ def main() -> None:
     forms = args.forms.split(",")
     wall = time.perf_counter()
     load_start = os.getloadavg()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-               f"torch.set_num_threads({torch.get_num_threads()})")
+               f"torch.set_num_threads({torch.get_num_threads()}), attnlens at commit {commit}")
     print(f"machine: {machine}\nload average at start: {load_start}\nGPU: none used (CPU benchmark)\n", flush=True)
 
     configs = [(form, mode, None) for form in forms for mode in args.modes.split(",")]
