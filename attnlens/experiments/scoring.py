@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attnlens._checks import _check_choice
+from attnlens._checks import ArgumentError, _check_choice
 from attnlens.experiments.score_table import METRICS, ScoreTable
 from attnlens.methods.registry import MethodCache, MethodVariant
 from attnlens.methods.relevance import _relevance_compute
@@ -38,6 +38,18 @@ TIES = ("average", "dense")
 REFERENCES = ("gradient", "loo", "ig", "input_x_gradient", "occlusion", "kernel_shap", "lime")
 
 
+FORMS = ("scan", "unified")  # hidden-attention forms of the state-space adapters
+
+
+def check_trace_options(adapter: object, options: ScoreOptions) -> None:
+    """Raise a one-line `ArgumentError` when the adapter's ``trace`` does not take the options' ``form``."""
+    import inspect  # noqa: PLC0415
+
+    if options.form is not None and "form" not in inspect.signature(adapter.trace).parameters:
+        raise ArgumentError(f"Expected `form` only with a state-space model (Mamba, Mamba-2, Falcon-Mamba, Jamba, the "
+                            f"Mamba classifier), but the model is a {getattr(adapter, 'family', '?')!r} model.", "form")
+
+
 @dataclass(frozen=True)
 class ScoreOptions:
     """How `score` explains and compares.
@@ -53,6 +65,9 @@ class ScoreOptions:
         ties: Spearman's tie handling, ``average`` (= scipy) or ``dense`` (the thesis's formula).
         exclude_special: leave special tokens ([CLS], [SEP]) out of the correlation.
         batch_size: examples per batch (batches group examples of similar length).
+        form: the hidden attention of state-space models, ``scan`` (α) or ``unified`` (the whole
+            mixer, Zimerman, Ali & Wolf, ICLR 2025); None leaves the adapter's default (scan).
+            Only adapters whose ``trace`` takes a ``form`` accept it.
     """
 
     reduce: str = "max"
@@ -63,6 +78,11 @@ class ScoreOptions:
     ties: str = "average"
     exclude_special: bool = False
     batch_size: int = 32
+    form: str | None = None
+
+    def trace_options(self) -> dict:
+        """The keyword arguments of every ``adapter.trace`` call beyond target, labels and saliency."""
+        return {} if self.form is None else {"form": self.form}
 
     def check(self) -> None:
         """Raise a one-line `ArgumentError` naming the first bad option."""
@@ -76,6 +96,8 @@ class ScoreOptions:
         _check_choice(self.reference, "reference", REFERENCES)
         _check_choice(self.ties, "ties", TIES)
         _check_integer(self.batch_size, "batch_size", low=1, description="a positive integer")
+        if self.form is not None:
+            _check_choice(self.form, "form", FORMS)
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -169,7 +191,7 @@ def score(
         start = time.perf_counter()
         labels = None if any(gold[i] is None for i in batch) else [gold[i] for i in batch]
         trace = adapter.trace([texts[i] for i in batch], target=options.target, labels=labels,
-                              saliency=options.saliency, saliency_at=options.saliency_at)
+                              saliency=options.saliency, saliency_at=options.saliency_at, **options.trace_options())
         if options.reference != "gradient":
             trace.saliency = _reference_saliency(adapter, [texts[i] for i in batch], trace, options.reference)
         timings["model"] += time.perf_counter() - start

@@ -32,6 +32,7 @@ from attnlens.experiments.scoring import (
     TIES,
     ProgressFn,
     ScoreOptions,
+    check_trace_options,
     length_batches,
     score,
 )
@@ -84,6 +85,9 @@ class StudyOptions:
     batch_size: int = field(default=32, metadata=option("examples per batch, grouped by length", metavar="B"))
     device: str = field(default="cpu", metadata=option("where the model runs", choices=("cpu", "cuda")))
     exclude_special: bool = field(default=False, metadata=option("drop [CLS]/[SEP] from the correlation"))
+    form: str | None = field(default=None, metadata=option(
+        "state-space models only: hidden attention of the selective scan (scan, the default) or of the whole mixer "
+        "with its conv, gate and skip (unified; Zimerman, Ali & Wolf, ICLR 2025)", choices=("scan", "unified")))
     distance: str = field(default="frobenius", metadata=option(
         "selective-rollout distance (frobenius_per_token divides by √n)", choices=DISTANCES))
     head_fusion: str = field(default="mean", metadata=option("how heads are fused", choices=_HEAD_FUSIONS))
@@ -112,7 +116,7 @@ class StudyOptions:
         """The options of :func:`~attnlens.experiments.scoring.score`."""
         return ScoreOptions(reduce=self.reduce, saliency=self.saliency, saliency_at=self.saliency_at,
                             target=self.target, reference=self.reference, ties=self.ties,
-                            exclude_special=self.exclude_special, batch_size=self.batch_size)
+                            exclude_special=self.exclude_special, batch_size=self.batch_size, form=self.form)
 
 
 @dataclass(frozen=True)
@@ -319,6 +323,7 @@ def _prepare(config: StudyOptions, adapter: Adapter | None, examples: Examples |
             raise ArgumentError(f"Expected every entry of `methods` to be a method this model supports, but "
                                 f"{variant.spec.name!r} needs {', '.join(missing)}.", "methods")
     model_name = str(model_name or getattr(getattr(adapter.model, "config", None), "_name_or_path", "model"))
+    check_trace_options(adapter, config.score_options())
     if config.max_tokens is not None and hasattr(adapter, "max_length"):  # None: no limit (a Mamba classifier)
         limit = adapter.max_length
         adapter.max_length = config.max_tokens if limit is None else min(int(limit), config.max_tokens)
@@ -486,7 +491,7 @@ def run_and_write_study(config: StudyOptions, *, progress: ProgressFn | None = N
         drawn = examples[: config.report_examples]
         heatmaps = study_heatmaps(adapter, drawn, methods, reduce=config.reduce, saliency=config.saliency,
                                   saliency_at=config.saliency_at, target=config.target,
-                                  batch_size=config.batch_size)
+                                  batch_size=config.batch_size, trace_options=config.score_options().trace_options())
         write_study_report(result.summary, result.out, heatmaps=heatmaps)
     return result
 

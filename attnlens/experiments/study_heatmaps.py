@@ -21,7 +21,7 @@ from attnlens.models.base import Adapter
 
 def study_heatmaps(adapter: Adapter, examples: Examples, methods: Sequence[MethodVariant], *, reduce: str = "max",
                    saliency: str = "sum_abs", saliency_at: str = "layer_input", target: str = "pred",
-                   batch_size: int = 32) -> dict[str, dict]:
+                   batch_size: int = 32, trace_options: dict | None = None) -> dict[str, dict]:
     """Per example id, what the report draws: tokens, special flags, maps and the model's confidence.
 
     Args:
@@ -30,6 +30,7 @@ def study_heatmaps(adapter: Adapter, examples: Examples, methods: Sequence[Metho
         methods: the study's method variants.
         reduce, saliency, saliency_at, target: the study's options, so the maps are the ones it scored.
         batch_size: examples per trace.
+        trace_options: further keyword arguments of ``adapter.trace`` (the study's ``form``).
 
     Returns:
         ``{id: {"tokens": [n], "special": [n], "maps": {name: [n]}, "confidence": p}}``; ``maps``
@@ -47,7 +48,8 @@ def study_heatmaps(adapter: Adapter, examples: Examples, methods: Sequence[Metho
     for batch in length_batches(adapter.count_tokens(texts), batch_size):
         batch_texts = [texts[i] for i in batch]
         labels = None if gold is None else [gold[i] for i in batch]
-        trace = adapter.trace(batch_texts, target=target, labels=labels, saliency=saliency, saliency_at=saliency_at)
+        trace = adapter.trace(batch_texts, target=target, labels=labels, saliency=saliency, saliency_at=saliency_at,
+                              **(trace_options or {}))
         with torch.no_grad():
             maps = explanation_maps(adapter, batch_texts, trace, methods, ["gradient"], reduce=reduce).float().cpu()
             confidence = torch.softmax(trace.logits.double(), dim=-1).gather(-1, trace.target.view(-1, 1))[:, 0]
