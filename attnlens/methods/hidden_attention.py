@@ -338,11 +338,21 @@ def _work_dtype(delta: Tensor, A: Tensor) -> torch.dtype:
     return torch.float32 if work_dtype == torch.bfloat16 else work_dtype
 
 
-def _default_channel_block(batch: int, states: int, length: int, sizes: list[int], device: torch.device) -> int:
-    """Channels per step so that the largest intermediate holds about the cache (CPU) or GPU budget."""
+def _default_channel_block(batch: int, states: int, length: int, sizes: list[int], device: torch.device,
+                           per_channel: bool = True) -> int:
+    """Channels per step so that the largest intermediate holds about the cache (CPU) or GPU budget.
+
+    Per channel (``abs_mean``, ``none``) the keys of every query chunk exist at once, `(b, K, D, L, N)`;
+    for the channel mean only one query chunk's keys do, `(b, ≤ L, D, N)`, next to the decays
+    between chunks, `(b, K, K, D, N)`. Sizing the mean's blocks like the per-channel ones left one
+    channel per block at n = 4,096, each paying the (n, n) passes alone (15x slower).
+    """
     budget = _CPU_BLOCK_ELEMENTS if device.type == "cpu" else _GPU_BLOCK_ELEMENTS
     chunks = length // sizes[0] if sizes else 1
-    per_channel_elements = batch * states * length * max(chunks, length if not sizes else 1)
+    if per_channel:
+        per_channel_elements = batch * states * length * max(chunks, length if not sizes else 1)
+    else:
+        per_channel_elements = batch * states * max(length, chunks * chunks)
     return max(1, budget // per_channel_elements)
 
 
@@ -460,7 +470,7 @@ def hidden_attention(
     B_t, C_t = B.transpose(0, 1).contiguous(), C.transpose(0, 1).contiguous()
     per_channel = channels != "mean"
     if channel_block is None:
-        channel_block = _default_channel_block(batch, states, length, sizes, dt.device)
+        channel_block = _default_channel_block(batch, states, length, sizes, dt.device, per_channel)
 
     work = _Workspace(enabled=not needs_grad)
     total = None

@@ -205,7 +205,7 @@ def _unified_attention_compute(
         x.requires_grad for x in (dt, A, B_t, C_t, gate_t, sigma_t, weight, skip))
     per_channel = channels != "mean"
     if channel_block is None:
-        channel_block = _default_channel_block(batch, states, length, sizes, dt.device)
+        channel_block = _default_channel_block(batch, states, length, sizes, dt.device, per_channel)
 
     work = _Workspace(enabled=not needs_grad)
     total, band_total, parts = None, None, []
