@@ -48,15 +48,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnlens._checks import _check_choice
 from attnlens.methods._common import _normalize_rows
 from attnlens.methods.hidden_attention import hidden_attention
-from attnlens.models._hooks import eval_mode, frozen_parameters
+from attnlens.models._hooks import eval_mode
 from attnlens.models._loading import quiet_transformers
 from attnlens.models._registry import register_adapter
-from attnlens.models._saliency import SALIENCY_POSITIONS, reduce_saliency
-from attnlens.models._targets import ExplainError, label_indices, target_indices
-from attnlens.models.hf_mamba import _CHANNEL_MODES, _SALIENCIES, MambaAdapter, ScanInputs, _length_groups
+from attnlens.models._saliency import reduce_saliency
+from attnlens.models._targets import ExplainError
+from attnlens.models.hf_mamba import MambaAdapter, ScanInputs, _length_groups
 from attnlens.trace import Trace
 
 _SCAN_CAPTURES = {  # mixer submodule: (record key, what to keep of (inputs, output))
@@ -295,51 +294,14 @@ class JambaAdapter(MambaAdapter):
                 that return no weights.
             TypeError: on a target that is not integer token ids or a string (a float, a bool).
         """
-        saliency = None if saliency == "none" else saliency
-        if saliency is not None:
-            _check_choice(saliency, "saliency", _SALIENCIES)
-        _check_choice(saliency_at, "saliency_at", SALIENCY_POSITIONS)
-        _check_choice(channels, "channels", _CHANNEL_MODES)
-        encoded = self._encode(texts)
-        batch = len(encoded)
-        gold = label_indices(labels, batch, unit="token")
-        targets = target_indices(target, batch=batch, classes=self._vocab_size(), labels=gold,
-                                 lookup=self.class_index, unit="token")
-
-        results: dict[int, dict[str, Tensor]] = {}
-        with eval_mode(self.model), frozen_parameters(self.model):
-            for members in _length_groups(encoded):
-                input_ids = torch.tensor([encoded[i] for i in members], device=self.device)
-                group_target = None if targets is None else targets[members]
-                group = self._run_group(input_ids, group_target, saliency, channels)
-                for row, index in enumerate(members):
-                    results[index] = {key: value[row] for key, value in group.items()}
-
-        input_ids, mask = (tensor.to(self.device) for tensor in self._left_padded(encoded))
-        n = mask.shape[1]
-        layers, heads = results[0]["attentions"].shape[:2]
-        attentions = torch.zeros(batch, layers, heads, n, n, device=self.device)
-        raw = torch.zeros(batch, layers, n, n, device=self.device)
-        residual_grad = torch.zeros(batch, layers, n, device=self.device)
-        sal = torch.zeros(batch, n, device=self.device) if saliency is not None else None
-        for b, ids in enumerate(encoded):
-            start = n - len(ids)
-            attentions[b, :, :, start:, start:] = results[b]["attentions"]
-            raw[b, :, start:, start:] = results[b]["hidden_attention"]
-            residual_grad[b, :, start:] = results[b]["residual_grad"]
-            if sal is not None:
-                sal[b, start:] = results[b]["saliency"]
+        encoded, gold, saliency, results = self._run_groups(
+            texts, target, labels, saliency, saliency_at, channels,
+            lambda input_ids, group_target, how: self._run_group(input_ids, group_target, how, channels))
+        mask, input_ids = self._layout(encoded)
         ssm_layers = torch.tensor([kind == "mamba" for kind in self.layer_kinds], device=self.device)
-        return Trace(
-            tokens=[[self.tokenizer.decode([i]) for i in ids] for ids in encoded],
-            mask=mask,
-            attentions=attentions,
-            logits=torch.stack([results[b]["logits"] for b in range(batch)]),
-            target=torch.stack([results[b]["target"] for b in range(batch)]),
-            saliency=sal,
-            input_ids=input_ids,
-            labels=None if gold is None else gold.to(self.device),
-            extras={"hidden_attention": raw, "residual_grad": residual_grad,
-                    "ssm_layers": ssm_layers[None].expand(batch, -1).clone()},
-            readout=torch.full((batch,), n - 1, dtype=torch.long, device=self.device),
-        )
+        return self._assemble_trace(
+            encoded, gold, results, mask, input_ids,
+            self._left_padded_results(encoded, results, "attentions", square=True),
+            extras={"hidden_attention": self._left_padded_results(encoded, results, "hidden_attention", square=True),
+                    "residual_grad": self._left_padded_results(encoded, results, "residual_grad", square=False),
+                    "ssm_layers": ssm_layers[None].expand(len(encoded), -1).clone()})

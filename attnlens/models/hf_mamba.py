@@ -450,51 +450,77 @@ class MambaAdapter(Adapter):
                 outside the vocabulary or a string target that is not one token.
             TypeError: on a target that is not integer token ids or a string (a float, a bool).
         """
+        _check_choice(form, "form", _FORMS)
+        encoded, gold, saliency, results = self._run_groups(
+            texts, target, labels, saliency, saliency_at, channels,
+            lambda input_ids, group_target, how: self._run_group(input_ids, group_target, how, channels, form))
+        mask, input_ids = self._layout(encoded)
+        raw = self._left_padded_results(encoded, results, "hidden_attention", square=True)
+        attentions = _normalize_rows(_apply_mask(raw.abs(), mask))[:, :, None]
+        return self._assemble_trace(encoded, gold, results, mask, input_ids, attentions, extras={
+            "hidden_attention": raw,
+            "hidden_attention_grad": self._left_padded_results(encoded, results, "hidden_attention_grad", square=True),
+            "residual_grad": self._left_padded_results(encoded, results, "residual_grad", square=False)})
+
+    # --- shared by the state-space families' traces ---------------------------------------------
+    def _run_groups(self, texts, target, labels, saliency, saliency_at, channels, run):
+        """Check the options, encode, and run `run(input_ids, target, saliency)` on every group of texts of
+        equal length (no padding inside the model); return (token ids, gold labels, saliency, per-text results)."""
         saliency = None if saliency == "none" else saliency
         if saliency is not None:
             _check_choice(saliency, "saliency", _SALIENCIES)
         _check_choice(saliency_at, "saliency_at", SALIENCY_POSITIONS)
         _check_choice(channels, "channels", _CHANNEL_MODES)
-        _check_choice(form, "form", _FORMS)
         encoded = self._encode(texts)
-        batch = len(encoded)
-        gold = label_indices(labels, batch, unit="token")
-        targets = target_indices(target, batch=batch, classes=self._vocab_size(), labels=gold,
+        gold = label_indices(labels, len(encoded), unit="token")
+        targets = target_indices(target, batch=len(encoded), classes=self._vocab_size(), labels=gold,
                                  lookup=self.class_index, unit="token")
-
         results: dict[int, dict[str, Tensor]] = {}
         with eval_mode(self.model), frozen_parameters(self.model):
             for members in _length_groups(encoded):
                 input_ids = torch.tensor([encoded[i] for i in members], device=self.device)
-                group_target = None if targets is None else targets[members]
-                group = self._run_group(input_ids, group_target, saliency, channels, form)
+                group = run(input_ids, None if targets is None else targets[members], saliency)
                 for row, index in enumerate(members):
                     results[index] = {key: value[row] for key, value in group.items()}
+        return encoded, gold, saliency, results
 
+    def _layout(self, encoded: list[list[int]]) -> tuple[Tensor, Tensor]:
+        """`(B, n)` valid-token mask and left-padded ids on the adapter's device."""
         input_ids, mask = (tensor.to(self.device) for tensor in self._left_padded(encoded))
-        n = mask.shape[1]
-        layers = results[0]["hidden_attention"].shape[0]
-        raw = torch.zeros(batch, layers, n, n, device=self.device)
-        grad = torch.zeros_like(raw)
-        residual_grad = torch.zeros(batch, layers, n, device=self.device)
-        sal = torch.zeros(batch, n, device=self.device) if saliency is not None else None
+        return mask, input_ids
+
+    def _left_padded_results(self, encoded: list[list[int]], results: dict[int, dict[str, Tensor]], key: str, *,
+                             square: bool) -> Tensor:
+        """Every text's `results[key]`, `(..., m, m)` when `square` else `(..., m)`, left-padded into
+        `(B, ..., n, n)` / `(B, ..., n)` float32 zeros (padding first, as the trace's mask)."""
+        n = max(len(ids) for ids in encoded)
+        first = results[0][key]
+        lead = tuple(first.shape[:-2] if square else first.shape[:-1])
+        out = torch.zeros(len(encoded), *lead, *((n, n) if square else (n,)), device=self.device)
         for b, ids in enumerate(encoded):
             start = n - len(ids)
-            raw[b, :, start:, start:] = results[b]["hidden_attention"]
-            grad[b, :, start:, start:] = results[b]["hidden_attention_grad"]
-            residual_grad[b, :, start:] = results[b]["residual_grad"]
-            if sal is not None:
-                sal[b, start:] = results[b]["saliency"]
-        attentions = _normalize_rows(_apply_mask(raw.abs(), mask))[:, :, None]
+            if square:
+                out[b, ..., start:, start:] = results[b][key]
+            else:
+                out[b, ..., start:] = results[b][key]
+        return out
+
+    def _assemble_trace(self, encoded, gold, results, mask: Tensor, input_ids: Tensor, attentions: Tensor, *,
+                        extras: dict[str, Tensor]) -> Trace:
+        """The `Trace` of left-padded results: tokens, logits and targets per text, saliency when
+        computed, readout n - 1 (the last position)."""
+        batch, n = mask.shape
+        saliency = (self._left_padded_results(encoded, results, "saliency", square=False)
+                    if "saliency" in results[0] else None)
         return Trace(
             tokens=[[self.tokenizer.decode([i]) for i in ids] for ids in encoded],
             mask=mask,
             attentions=attentions,
             logits=torch.stack([results[b]["logits"] for b in range(batch)]),
             target=torch.stack([results[b]["target"] for b in range(batch)]),
-            saliency=sal,
+            saliency=saliency,
             input_ids=input_ids,
             labels=None if gold is None else gold.to(self.device),
-            extras={"hidden_attention": raw, "hidden_attention_grad": grad, "residual_grad": residual_grad},
+            extras=extras,
             readout=torch.full((batch,), n - 1, dtype=torch.long, device=self.device),
         )
