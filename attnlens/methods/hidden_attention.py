@@ -53,6 +53,7 @@ _FORMS = ("scan", "unified")
 _LEAF = 8  # chunk size of the last level (its diagonal blocks are computed entry by entry)
 _CPU_BLOCK_ELEMENTS = 2**20  # scaled key blocks per channel block: about 4 MiB in float32 (cache)
 _GPU_BLOCK_ELEMENTS = 2**26  # on a GPU: every channel at once for Vim-small
+_CPU_MEAN_MAX_CHANNELS = 64  # channel mean on a CPU: at most this many channels per block
 _CPU_LEAF_ELEMENTS = 2**17  # the unified form's last-level terms per piece: 256 KiB in float32 (L2 cache)
 
 
@@ -353,6 +354,8 @@ def _default_channel_block(batch: int, states: int, length: int, sizes: list[int
         per_channel_elements = batch * states * length * max(chunks, length if not sizes else 1)
     else:
         per_channel_elements = batch * states * max(length, chunks * chunks)
+        if device.type == "cpu":  # more channels per block than this only add cache misses (2x slower at n = 256)
+            return max(1, min(_CPU_MEAN_MAX_CHANNELS, budget // per_channel_elements))
     return max(1, budget // per_channel_elements)
 
 
