@@ -13,6 +13,8 @@ from attnlens.methods.raw_attention import raw_attention
 from attnlens.methods.relevance import relevance
 from attnlens.methods.rollout import rollout
 from attnlens.methods.selective_rollout import SelectiveRollout, selective_rollout
+from attnlens.methods.ssd_attention import ssd_hidden_attention, ssd_unified_attention, ssd_unified_attention_bias
+from attnlens.methods.unified_attention import unified_attention_bias
 
 __all__ = [
     "LayerDistances",
@@ -35,4 +37,8 @@ __all__ = [
     "relevance",
     "rollout",
     "selective_rollout",
+    "ssd_hidden_attention",
+    "ssd_unified_attention",
+    "ssd_unified_attention_bias",
+    "unified_attention_bias",
 ]
