@@ -256,7 +256,10 @@ def ssd_unified_attention(
     `out_proj` input is ``Ω x + β``.
 
     Args:
-        delta, A, B, C: as in :func:`ssd_hidden_attention` (`(B, H, n)`, `(H,)`, `(B, G, N, n)` twice).
+        delta: `(B, H, n)` step sizes, as in :func:`ssd_hidden_attention`.
+        A: `(H,)` the scalar state matrix per head.
+        B: `(B, G, N, n)` input matrices per group.
+        C: `(B, G, N, n)` output matrices per group.
         skip: `(H,)` the skip weight D per head.
         conv_weight: `(H·P, K)` depthwise causal-convolution taps of the x channels
             (``v_d[r] = Σ_j w_d[j] x_d[r-K+1+j] + b_d``).
@@ -326,7 +329,14 @@ def ssd_unified_attention_bias(
     ``o_d = Ω_d x_d + β_d``, ``β_d[r] = g_d[r] · Σ_c (α_h + D_h I)[r, c] · σ(v_d[c]) · b_d``.
 
     Args:
-        delta, A, B, C, skip, conv_preactivation, gate_scale, mask: as in :func:`ssd_unified_attention`.
+        delta: `(B, H, n)`, as in :func:`ssd_unified_attention`.
+        A: `(H,)`, as there.
+        B: `(B, G, N, n)`, as there.
+        C: `(B, G, N, n)`, as there.
+        skip: `(H,)`, as there.
+        conv_preactivation: `(B, H·P, n)`, as there.
+        gate_scale: `(B, H·P, n)`, as there.
+        mask: `(B, n)` or None, as there.
         conv_bias: `(H·P,)` the x channels' convolution bias, or None (then β = 0).
 
     Returns:
