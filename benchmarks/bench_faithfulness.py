@@ -110,7 +110,8 @@ def run_attnlens(args) -> None:
                     weight[slot, b, j] = 1
         adapter._logits = counted_logits
         try:
-            values = perturbed_probabilities(adapter, batch, keep, trace.target, mode="remove").cpu()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bfloat16):
+                values = perturbed_probabilities(adapter, batch, keep, trace.target, mode="remove").cpu()
         finally:
             adapter._logits = model_logits
         drops = (p.cpu()[:, None] - values).view(len(batch), len(names), 2 * width)
@@ -213,6 +214,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out")
+    parser.add_argument("--bfloat16", action="store_true",
+                        help="attnlens step: run the perturbed forwards under CPU autocast to bfloat16 (AMX)")
     args = parser.parse_args(argv)
     {"attnlens": run_attnlens, "ferret": run_ferret, "compare": run_compare}[args.step](args)
     return 0
