@@ -20,6 +20,7 @@ from attnlens._checks import ArgumentError, _check_choice, _check_integer, _chec
 from attnlens._files import _check_output_file, _write_atomic
 from attnlens._options import option
 from attnlens.methods._common import _HEAD_FUSIONS
+from attnlens.experiments.scoring import ScoreOptions, check_trace_options
 from attnlens.methods.registry import MethodCache, get_method, list_methods, method_variant
 from attnlens.methods.relevance import relevance
 from attnlens.viz.token_heatmap import token_heatmap_fragment, token_heatmap_page
@@ -57,6 +58,9 @@ class ExplainConfig:
     json: bool = field(default=False, metadata=option(
         "print one JSON document on stdout instead of the heatmap and table (a list with --file)"))
     device: str = field(default="cpu", metadata=option("where the model runs", choices=("cpu", "cuda")))
+    form: str | None = field(default=None, metadata=option(
+        "state-space models only: hidden attention of the selective scan (scan, the default) or of the whole mixer "
+        "with its conv, gate and skip (unified; Zimerman, Ali & Wolf, ICLR 2025)", choices=("scan", "unified")))
 
 
 class Explanation(NamedTuple):
@@ -222,6 +226,7 @@ def explain(
     device: str = "cpu",
     top: int | None = None,
     adapter: object | None = None,
+    form: str | None = None,
 ) -> Explanation:
     """Explain one model prediction on `text` with a registered method (default: Attention Rollout).
 
@@ -247,6 +252,8 @@ def explain(
         top: rows of the HTML table (the page and the notebook display): that many most relevant
             non-special tokens; None lists every token.
         adapter: an already built adapter (for example around an in-memory model).
+        form: state-space models only: ``"scan"`` (α, the default) or ``"unified"`` (the whole
+            mixer, Zimerman, Ali & Wolf, ICLR 2025); None leaves the adapter's default.
 
     Returns:
         An :class:`Explanation`, with the prediction and the class probabilities (softmax of the
@@ -273,7 +280,10 @@ def explain(
     family = getattr(adapter, "family", "")
     if not spec.needs <= set(getattr(adapter, "provides", ("attention",))):
         raise ArgumentError(_missing_needs_message(adapter, family, method), "method")
-    trace = adapter.trace([text], target=target)
+    options = ScoreOptions(form=form)
+    options.check()
+    check_trace_options(adapter, options)
+    trace = adapter.trace([text], target=target, **options.trace_options())
     variant = method_variant(method, start_layer=start_layer, threshold=threshold, alpha=alpha, head_fusion=head_fusion)
     if method == "flow":
         _warn_if_flow_is_long(int(trace.mask[0].sum()), trace.attentions.shape[1])
@@ -348,10 +358,11 @@ def explain_config(config: ExplainConfig) -> list[Explanation]:
     html = None if config.html is None else _check_output_file(config.html, "html")
     options = {"target": config.target, "method": config.method, "start_layer": config.start_layer,
                "threshold": config.threshold, "alpha": config.alpha, "head_fusion": config.head_fusion,
-               "top": config.top}
+               "top": config.top, "form": config.form}
     for text in texts:  # every usage error before the model loads
         _explain_check(text, method=config.method, start_layer=config.start_layer, threshold=config.threshold,
                        alpha=config.alpha, head_fusion=config.head_fusion, top=config.top)
+    ScoreOptions(form=config.form).check()
     from attnlens.models import load_adapter  # noqa: PLC0415
 
     adapter = load_adapter(config.model, device=config.device)
