@@ -53,9 +53,8 @@ from attnlens.methods.hidden_attention import hidden_attention
 from attnlens.models._hooks import eval_mode
 from attnlens.models._loading import quiet_transformers
 from attnlens.models._registry import register_adapter
-from attnlens.models._saliency import reduce_saliency
 from attnlens.models._targets import ExplainError
-from attnlens.models.hf_mamba import MambaAdapter, ScanInputs, _length_groups
+from attnlens.models.hf_mamba import MambaAdapter, ScanInputs, _group_result, _length_groups
 from attnlens.trace import Trace
 
 _SCAN_CAPTURES = {  # mixer submodule: (record key, what to keep of (inputs, output))
@@ -224,7 +223,6 @@ class JambaAdapter(MambaAdapter):
         chosen = logits.argmax(dim=-1) if target is None else target.to(logits.device)
         score = logits.gather(1, chosen[:, None]).sum()
         grads = torch.autograd.grad(score, [embeds] + [record["residual"] for record in records])
-        residual_grad = torch.stack([g.clamp(min=0).amax(dim=-1) for g in grads[1:]], dim=1)  # (b, L, n)
         weights = [record.get("attention") for layer, record in zip(layers, records) if not _is_ssm(layer)]
         if any(w is None for w in weights):
             raise ExplainError("Expected the model's attention layers to return attention weights, but they "
@@ -243,17 +241,9 @@ class JambaAdapter(MambaAdapter):
                     softmax = record["attention"].detach().float()
                     attentions.append(softmax)
                     hidden_attentions.append(softmax.mean(dim=1))
-        out = {
-            "attentions": torch.stack(attentions, dim=1),
-            "hidden_attention": torch.stack(hidden_attentions, dim=1),
-            "residual_grad": residual_grad.detach().float(),
-            "logits": logits.detach(),
-            "target": chosen,
-        }
-        if saliency is not None:
-            valid = torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
-            out["saliency"] = reduce_saliency(grads[0], embeds.detach(), valid, how=saliency).detach()
-        return out
+        return _group_result(logits, chosen, embeds, grads[0], grads[1:], saliency,
+                             attentions=torch.stack(attentions, dim=1),
+                             hidden_attention=torch.stack(hidden_attentions, dim=1))
 
     def trace(
         self,

@@ -190,6 +190,30 @@ def _layer_attention(scan: ScanInputs, channels: str, form: str) -> Tensor:
     return hidden_attention(scan.delta, scan.A, scan.B.float(), scan.C.float(), channels=channels)
 
 
+def _group_result(logits: Tensor, chosen: Tensor, embeds: Tensor, embeds_grad: Tensor, residual_grads: Sequence[Tensor],
+                  saliency: str | None, **per_layer: Tensor) -> dict[str, Tensor]:
+    """What one group's forward + backward gives the trace (every state-space family's ``_run_group``).
+
+    Args:
+        logits: `(b, V)` at the last token; chosen: `(b,)` the explained targets.
+        embeds: `(b, n, d)` input embeddings; embeds_grad: the target logit's gradient at them.
+        residual_grads: per layer `(b, n, d)` the gradient at the residual stream entering it.
+        saliency: the reduction of the embedding gradient, or None for none.
+        per_layer: the family's per-layer tensors (``hidden_attention``, ...), kept as given.
+
+    Returns:
+        `per_layer`, ``residual_grad`` `(b, L, n)` = max_d of the positive residual gradient (what
+        Mamba-Attr reads), ``logits``, ``target`` and, with `saliency`, ``saliency`` `(b, n)`.
+    """
+    out = {**per_layer,
+           "residual_grad": torch.stack([g.clamp(min=0).amax(dim=-1) for g in residual_grads], dim=1).detach().float(),
+           "logits": logits.detach(), "target": chosen}
+    if saliency is not None:
+        valid = torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
+        out["saliency"] = reduce_saliency(embeds_grad, embeds.detach(), valid, how=saliency).detach()
+    return out
+
+
 def _length_groups(rows: Sequence[Sequence[int]]) -> list[list[int]]:
     """Indices of the rows grouped by length (shortest first), so no group needs padding."""
     return [[i for i, row in enumerate(rows) if len(row) == length] for length in sorted({len(r) for r in rows})]
@@ -375,11 +399,9 @@ class MambaAdapter(Adapter):
         layers = len(scans)
         grads = torch.autograd.grad(score, [embeds] + [scan.scan_output for scan in scans]
                                     + [record["residual"] for record in records])
-        residual_grad = torch.stack([g.clamp(min=0).amax(dim=-1) for g in grads[1 + layers:]], dim=1)  # (b, L, n)
-        grads = grads[: 1 + layers]
         attentions, gradients = [], []
         with torch.no_grad():
-            for scan, grad_out in zip(scans, grads[1:]):
+            for scan, grad_out in zip(scans, grads[1 : 1 + layers]):
                 attentions.append(_layer_attention(scan, channels, form))
                 if form == "unified":  # o = Ω x + β: ∂/∂Ω_d[r, c] = g_d[r] x_d[c], g at the gated output
                     grad_scan, keys = grad_out.transpose(1, 2).float(), scan.conv_input.float()
@@ -387,17 +409,9 @@ class MambaAdapter(Adapter):
                     grad_scan, keys = grad_out.transpose(1, 2).float() * F.silu(scan.gate.float()), scan.u.float()
                 tied = torch.matmul(grad_scan.transpose(1, 2), keys)  # (b, n, n): Σ_d g_d[r] keys_d[c]
                 gradients.append(tied.tril())
-        out = {
-            "hidden_attention": torch.stack(attentions, dim=1),
-            "hidden_attention_grad": torch.stack(gradients, dim=1),
-            "residual_grad": residual_grad.detach().float(),
-            "logits": logits.detach(),
-            "target": chosen,
-        }
-        if saliency is not None:
-            valid = torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
-            out["saliency"] = reduce_saliency(grads[0], embeds.detach(), valid, how=saliency).detach()
-        return out
+        return _group_result(logits, chosen, embeds, grads[0], grads[1 + layers:], saliency,
+                             hidden_attention=torch.stack(attentions, dim=1),
+                             hidden_attention_grad=torch.stack(gradients, dim=1))
 
     def scan_inputs(self, input_ids: Tensor) -> list[ScanInputs]:
         """Per layer, what each selective scan saw for `input_ids (B, n)` (one forward pass, no gradients)."""

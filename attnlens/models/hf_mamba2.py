@@ -46,8 +46,7 @@ from attnlens.methods.ssd_attention import ssd_hidden_attention, ssd_unified_att
 from attnlens.models._hooks import eval_mode
 from attnlens.models._loading import quiet_transformers
 from attnlens.models._registry import register_adapter
-from attnlens.models._saliency import reduce_saliency
-from attnlens.models.hf_mamba import MambaAdapter
+from attnlens.models.hf_mamba import MambaAdapter, _group_result
 from attnlens.trace import Trace
 
 class SSDInputs(NamedTuple):
@@ -222,7 +221,6 @@ class Mamba2Adapter(MambaAdapter):
         outputs = [scan.scan_output if form == "scan" else scan.mixer_input for scan in scans]
         score = logits.gather(1, chosen[:, None]).sum()
         grads = torch.autograd.grad(score, [embeds, *outputs, *(record["residual"] for record in records)])
-        residual_grad = torch.stack([g.clamp(min=0).amax(dim=-1) for g in grads[1 + layers:]], dim=1)  # (b, L, n)
         attentions, gradients = [], []
         with torch.no_grad():
             for scan, grad_out in zip(scans, grads[1 : 1 + layers]):
@@ -236,17 +234,9 @@ class Mamba2Adapter(MambaAdapter):
                     values = scan.conv_input
                 attentions.append(alpha)
                 gradients.append(torch.matmul(grad_out.float(), values).tril())  # Σ_d g_d[r] values_d[c]
-        out = {
-            "hidden_attention": torch.stack(attentions, dim=1),
-            "hidden_attention_grad": torch.stack(gradients, dim=1),
-            "residual_grad": residual_grad.detach().float(),
-            "logits": logits.detach(),
-            "target": chosen,
-        }
-        if saliency is not None:
-            valid = torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
-            out["saliency"] = reduce_saliency(grads[0], embeds.detach(), valid, how=saliency).detach()
-        return out
+        return _group_result(logits, chosen, embeds, grads[0], grads[1 + layers:], saliency,
+                             hidden_attention=torch.stack(attentions, dim=1),
+                             hidden_attention_grad=torch.stack(gradients, dim=1))
 
     def trace(
         self,
