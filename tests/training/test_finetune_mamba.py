@@ -16,12 +16,9 @@ from attnlens.training import finetune_sst2
 from attnlens.training import mamba as mamba_module
 from attnlens.training.finetune import RESULT_FILE
 from attnlens.training.mamba import length_grouped_order
+from tests.training.test_finetune import _FILLER, _NEGATIVE, _POSITIVE, _SPECIAL, _write_split  # the same toy task
 
 torch.set_num_threads(1)
-_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-_POSITIVE = ["good", "great", "lovely", "fun"]
-_NEGATIVE = ["bad", "awful", "dull", "boring"]
-_FILLER = ["the", "movie", "film", "was", "plot", "acting", "really", "quite", "very", "and"]
 OUTPUT_FILES = {"results.json", "results.csv", "per_example.csv", "table.md", "layers.png"}
 METHODS = ["raw", "rollout", "selective", "diffusion", "diffused_rollout", "mamba_attr"]
 
@@ -37,17 +34,6 @@ def _tiny_mamba_base(folder, tokenizer, *, seed: int = 0) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def _write_toy_split(path, rng: random.Random, count: int) -> None:
-    """Sentences of filler words with one sentiment word that decides the label."""
-    lines = ["label\tsentence"]
-    for i in range(count):
-        label = i % 2
-        words = rng.sample(_FILLER, 4) + [rng.choice(_POSITIVE if label else _NEGATIVE)]
-        rng.shuffle(words)
-        lines.append(f"{label}\t{' '.join(words)}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     """A tiny Mamba LM base over a toy WordPiece vocabulary, and a separable toy SST-2 folder."""
@@ -60,8 +46,8 @@ def toy(tmp_path_factory):
     data = root / "data"
     (data / "sst2").mkdir(parents=True)
     rng = random.Random(0)
-    _write_toy_split(data / "sst2" / "train.tsv", rng, 64)
-    _write_toy_split(data / "sst2" / "dev.tsv", rng, 32)
+    _write_split(data / "sst2" / "train.tsv", rng, 64)
+    _write_split(data / "sst2" / "dev.tsv", rng, 32)
     return root, base, data
 
 
